@@ -1,0 +1,245 @@
+//! The request path, top to bottom in one place (`Gateway::handle`), and the
+//! tower stack that wraps it (`Gateway::service`).
+//!
+//!  edge:      request id, tracing span, load shedding at the concurrency
+//!             limit, whole-request timeout, errors -> SMH-shaped responses
+//!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest]
+//!  2 library: known LibraryId or 404
+//!  3 session: credential -> Session, or 401
+//!  4 policy:  roles -> grant, space, period, or 403
+//!  5 token:   cached per-user SMH token (single-flight mint), or 503
+//!  6 forward: strip client credentials, inject the token, stream; on
+//!             InvalidAccessToken drop that token, mint, replay once
+
+pub mod forward;
+pub mod rewrite;
+pub mod route;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
+
+use crate::body::{Body, BoxError};
+use crate::error::GatewayError;
+use crate::policy::Policy;
+use crate::session::SessionValidator;
+use crate::smh::token::{MintError, TokenKey, TokenOutcome, TokenService};
+use crate::upstream::Upstream;
+
+use forward::{Outgoing, RequestBody, Sent};
+use route::SmhRoute;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A client-supplied request id longer than this is replaced, not trusted.
+const MAX_CLIENT_REQUEST_ID_LEN: usize = 128;
+
+/// The request id, in request extensions for every stage after the edge.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// One SMH library the gateway fronts.
+#[derive(Debug)]
+pub struct Library {
+    pub id: Arc<str>,
+    pub upstream: Upstream,
+}
+
+pub struct Gateway {
+    pub libraries: HashMap<String, Library>,
+    pub sessions: SessionValidator,
+    pub policy: Policy,
+    pub tokens: TokenService,
+    pub replay_body_limit: usize,
+}
+
+impl Gateway {
+    /// The request path. Every stage either hands the next one what it
+    /// needs or returns the error that says why the request stops here.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (parts, incoming) = req.into_parts();
+
+        // 1. Route.
+        let route = SmhRoute::parse(parts.uri.path())?;
+        // 2. Library.
+        let library = self
+            .libraries
+            .get(route.library)
+            .ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
+        // 3. Session.
+        let session = self.sessions.authenticate(&parts.headers)?;
+        // 4. Policy.
+        let decision = self.policy.decide(&session, route.space)?;
+        // 5. Token.
+        let key = TokenKey {
+            library: library.id.clone(),
+            spaces: decision.token_space,
+            user_id: session.user_id.clone(),
+            client_id: session.client_id.clone(),
+            grant: decision.grant,
+            period_secs: decision.period_secs,
+        };
+        let (mut token, mut _outcome) = self.tokens.get(&key).await.map_err(mint_error)?;
+        // 6. Forward, replaying once if SMH rejects a token we thought live.
+        let mut body = RequestBody::read(incoming, &parts.headers, self.replay_body_limit).await?;
+        let out = Outgoing {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            request_id,
+        };
+        let resp = match forward::send(&library.upstream, &out, &mut body, token.token()).await? {
+            Sent::Passed(resp) => resp,
+            Sent::InvalidToken(resp) => {
+                self.tokens.invalidate_if_same(&key, token.token()).await;
+                if !body.is_replayable() {
+                    // The body is gone; the client retries with its own
+                    // refresh logic and gets the fresh token then.
+                    resp
+                } else {
+                    tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
+                    (token, _) = self.tokens.get(&key).await.map_err(mint_error)?;
+                    _outcome = TokenOutcome::Reminted;
+                    match forward::send(&library.upstream, &out, &mut body, token.token()).await? {
+                        Sent::Passed(resp) | Sent::InvalidToken(resp) => resp,
+                    }
+                }
+            }
+        };
+        Ok(resp)
+    }
+
+    /// The full client-facing stack around [`Gateway::handle`].
+    pub fn service(self: &Arc<Self>, timeout: Duration, max_concurrent: usize) -> EdgeService {
+        let inner = ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(max_concurrent)
+            .timeout(timeout)
+            .service(HandleService(self.clone()));
+        EdgeService {
+            inner: tower::util::BoxCloneSyncService::new(inner),
+        }
+    }
+}
+
+fn mint_error(e: MintError) -> GatewayError {
+    match e {
+        MintError::Unavailable(m) => {
+            tracing::warn!(error = %m, "token API unavailable");
+            GatewayError::TokenApiUnavailable
+        }
+        MintError::Rejected(m) => {
+            tracing::error!(error = %m, "token API refused to mint; check the library id and secret");
+            GatewayError::TokenMintRejected(m)
+        }
+    }
+}
+
+/// Adapts `Gateway::handle` to a tower service; errors become responses
+/// here because only this layer knows the request id.
+#[derive(Clone)]
+struct HandleService(Arc<Gateway>);
+
+impl Service<Request<Incoming>> for HandleService {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gw = self.0.clone();
+        Box::pin(async move {
+            let rid = req
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_else(new_request_id);
+            Ok(match gw.handle(req, &rid).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request refused");
+                    e.to_response(&rid)
+                }
+            })
+        })
+    }
+}
+
+/// The outermost layer: assigns the request id, opens the span, turns
+/// shedding and timeouts into SMH-shaped errors, stamps the response.
+#[derive(Clone)]
+pub struct EdgeService {
+    inner: tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, BoxError>,
+}
+
+impl Service<Request<Incoming>> for EdgeService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness of the inner stack is checked per call (load shedding
+        // answers "overloaded" instead of making the connection wait).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let rid = client_request_id(&req).unwrap_or_else(new_request_id);
+        req.extensions_mut().insert(RequestId(rid.clone()));
+        let span = tracing::info_span!("request", id = %rid, method = %req.method());
+        let inner = self.inner.clone();
+        Box::pin(
+            async move {
+                let result = inner.oneshot(req).await;
+                let mut resp = result.unwrap_or_else(|e| edge_error(&e).to_response(&rid));
+                if let Ok(v) = HeaderValue::from_str(&rid) {
+                    resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+                }
+                Ok(resp)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn edge_error(e: &BoxError) -> GatewayError {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        GatewayError::Overloaded
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        GatewayError::Timeout
+    } else {
+        tracing::error!(error = %e, "unexpected error in the edge stack");
+        GatewayError::Internal
+    }
+}
+
+/// Accepts a client `X-Request-Id` made of safe characters only, so it can
+/// go into logs, headers and audit records unescaped.
+fn client_request_id<B>(req: &Request<B>) -> Option<Arc<str>> {
+    let v = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let sane = !v.is_empty()
+        && v.len() <= MAX_CLIENT_REQUEST_ID_LEN
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    sane.then(|| Arc::from(v))
+}
+
+pub fn new_request_id() -> Arc<str> {
+    Arc::from(format!("{:032x}", rand::random::<u128>()))
+}

@@ -1,0 +1,18 @@
+//! smh-gateway: a reverse proxy in front of Tencent Cloud Smart Media Hosting
+//! that turns business sessions into cached per-user SMH access tokens.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod dev;
+pub mod emulator;
+pub mod error;
+pub mod gateway;
+pub mod policy;
+pub mod server;
+pub mod session;
+pub mod smh;
+pub mod tls;
+pub mod upstream;

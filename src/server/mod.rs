@@ -1,0 +1,202 @@
+//! Listeners: TCP accept, rustls handshake, hyper-util's auto (h1 + h2)
+//! connection builder, per-connection limits and graceful drain. Shared by
+//! the client listener, the admin listener and the emulator.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::Body;
+
+/// A client that has not finished its TLS handshake in this long is dropped,
+/// so idle half-open sockets cannot pin file descriptors.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/1 request headers must arrive within this long (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long graceful shutdown waits for in-flight requests before giving up.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a service learns about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub h2: bool,
+}
+
+/// Broadcast shutdown signal: `trigger` once, every listener drains.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Self {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+}
+
+/// Hooks a listener reports connection events to (metrics live elsewhere).
+pub trait ConnObserver: Send + Sync + 'static {
+    fn opened(&self, _info: &ConnInfo) {}
+    fn closed(&self, _info: &ConnInfo) {}
+    fn handshake_failed(&self) {}
+}
+
+/// An observer that ignores everything (emulator, admin port).
+pub struct NoObserver;
+impl ConnObserver for NoObserver {}
+
+/// Serves HTTPS on `listener` until `shutdown`, then drains in-flight
+/// connections for up to [`DRAIN_TIMEOUT`].
+pub async fn serve_tls<F, S>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    make_service: F,
+    observer: Arc<dyn ConnObserver>,
+    shutdown: Shutdown,
+) where
+    F: Fn(ConnInfo) -> S + Send + Sync + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let observer = observer.clone();
+        let local = local.unwrap_or(remote);
+        let watcher = graceful.watcher();
+        let make = &make_service;
+        let info_base = ConnInfo {
+            remote,
+            local,
+            h2: false,
+        };
+        // Build the service before spawning so `make_service` need not be 'static-cloned.
+        let pending = (make)(info_base);
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                _ => {
+                    observer.handshake_failed();
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let info = ConnInfo { h2, ..info_base };
+            observer.opened(&info);
+            let svc = ConnService {
+                inner: pending,
+                info,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let conn = watcher.watch(conn.into_owned());
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %remote, "connection ended with error");
+            }
+            observer.closed(&info);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+    }
+}
+
+/// Passes each request through with the connection info in its extensions.
+#[derive(Clone)]
+struct ConnService<S> {
+    inner: S,
+    info: ConnInfo,
+}
+
+impl<S> tower::Service<Request<Incoming>> for ConnService<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.info);
+        self.inner.call(req)
+    }
+}
+
+/// Binds a TCP listener with a clear error naming the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}

@@ -1,0 +1,4 @@
+//! Everything SMH-specific: wire types and (later) the token service.
+
+pub mod token;
+pub mod wire;

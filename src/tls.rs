@@ -1,0 +1,188 @@
+//! TLS material: the one crypto provider, PEM loading, throw-away PKI for
+//! `dev`, the emulator and tests, and the rustls configs built from them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN ids the client listener offers, h2 first so capable clients multiplex.
+pub const ALPN_H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Installs ring as the process-wide rustls provider. Called once at start-up
+/// by the binary and by test helpers; a second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The provider every config in this crate is built with, so no config ever
+/// depends on whether `install_crypto_provider` ran first.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: String },
+    #[error("{path}: no PEM private key found (expected PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: String },
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot generate throw-away certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = read(path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|_| TlsError::NoKey {
+        path: path.display().to_string(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A server config offering the given ALPN protocols.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+/// A client config trusting the compiled-in public roots plus `extra` CAs.
+pub fn client_config(
+    extra: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots.add(cert.clone())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+/// A throw-away CA and one leaf signed by it. Nothing here is meant to
+/// outlive the process that made it (dev mode, emulator, tests).
+pub struct ThrowAwayPki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ThrowAwayPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThrowAwayPki")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThrowAwayPki {
+    /// Leaf valid for `localhost`, `127.0.0.1`, `::1` and the extra names.
+    pub fn generate(extra_names: &[String]) -> Result<Self, TlsError> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "smh-gateway throw-away CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_key = rcgen::KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(extra_names.iter().cloned());
+        let mut leaf_params = rcgen::CertificateParams::new(names)?;
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "smh-gateway throw-away leaf");
+        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        })
+    }
+
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|_| {
+            TlsError::NoKey {
+                path: "<generated>".into(),
+            }
+        })?;
+        server_config(certs, key, alpn)
+    }
+
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("generated CA is valid PEM")
+    }
+
+    /// Writes `ca.pem`, `cert.pem`, `key.pem` (key mode 0600) into `dir`.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("ca.pem"), &self.ca_pem)?;
+        std::fs::write(dir.join("cert.pem"), &self.cert_pem)?;
+        write_private(&dir.join("key.pem"), self.key_pem.as_bytes())
+    }
+}
+
+/// Writes a file readable by its owner only (keys, secrets).
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(data)
+}

@@ -1,0 +1,234 @@
+//! `check-config` and the config loader: the shipped example is accepted, broken
+//! files are refused with file:line:column and what was expected, and the
+//! summary never shows a secret.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use smh_gateway::config::Config;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.example.toml");
+const LIBRARY_SECRET: &str = "lib-secret-value-that-must-not-leak";
+const SESSION_SECRET: &str = "session-secret-value-that-must-not-leak";
+const ADMIN_TOKEN: &str = "admin-token-value-that-must-not-leak";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("smh-config-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tls_dir() -> PathBuf {
+    let dir = temp_dir("tls");
+    smh_gateway::tls::ThrowAwayPki::generate(&[])
+        .unwrap()
+        .write_to(&dir)
+        .unwrap();
+    dir
+}
+
+fn check_config(file: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smh-gateway"));
+    cmd.arg("check-config").arg(file);
+    cmd.env_remove("SMH_LIBRARY_SECRET")
+        .env_remove("SMH_GATEWAY_SESSION_SECRET")
+        .env_remove("SMH_GATEWAY_ADMIN_TOKEN")
+        .env_remove("SMH_GATEWAY_TLS_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn full_env(tls: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SMH_LIBRARY_SECRET", LIBRARY_SECRET.to_string()),
+        ("SMH_GATEWAY_SESSION_SECRET", SESSION_SECRET.to_string()),
+        ("SMH_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
+        ("SMH_GATEWAY_TLS_DIR", tls.display().to_string()),
+    ]
+}
+
+#[test]
+fn shipped_example_is_accepted_and_summary_is_redacted() {
+    smh_gateway::tls::install_crypto_provider();
+    let tls = tls_dir();
+    let env = full_env(&tls);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = check_config(Path::new(EXAMPLE), &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("library smh1a2b3c4d:"), "{stdout}");
+    assert!(
+        stdout.contains("https://smh1a2b3c4d.api.tencentsmh.cn"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("secret = ${SMH_LIBRARY_SECRET} (from environment)"),
+        "{stdout}"
+    );
+    for secret in [LIBRARY_SECRET, SESSION_SECRET, ADMIN_TOKEN] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "secret leaked"
+        );
+    }
+}
+
+#[test]
+fn example_without_its_environment_is_refused_with_locations() {
+    let out = check_config(Path::new(EXAMPLE), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first missing variable stops parsing at the listener's cert_file value.
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("cert_file"))
+        .unwrap()
+        + 1;
+    let column = "cert_file = ".len() + 1;
+    assert!(
+        stderr.contains(&format!("gateway.example.toml:{line}:{column}: environment variable SMH_GATEWAY_TLS_DIR is not set")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn broken_example_is_refused_with_line_and_column() {
+    let tls = tls_dir();
+    let env = full_env(&tls);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    // A typo in a key that exists in the example.
+    let broken = text.replacen("cache_capacity = 100000", "cache_capacty = 100000", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("cache_capacty"))
+        .unwrap()
+        + 1;
+    let dir = temp_dir("broken");
+    let file = dir.join("broken.toml");
+    std::fs::write(&file, broken).unwrap();
+    let out = check_config(&file, &env);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("broken.toml:{line}:1:")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `cache_capacty`"), "{stderr}");
+    assert!(stderr.contains("expected one of"), "{stderr}");
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, "t.toml") {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn wrong_types_and_bad_values_point_at_the_value() {
+    let e = errors(
+        "[listener]\naddress = 8443\n[[library]]\nid = \"x\"\nsecret_file = \"/etc/hostname\"\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:2:11:"), "{e:?}");
+    assert!(
+        e[0].contains("invalid type: integer `8443`, expected a string"),
+        "{e:?}"
+    );
+
+    let e = errors("[listener]\naddress = \"not-an-address\"\n");
+    assert!(
+        e[0].starts_with("t.toml:2:11:") && e[0].contains("invalid socket address"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn literal_secrets_and_missing_secrets_are_refused() {
+    let e = errors("[[library]]\nid = \"lib1\"\nsecret = \"hunter2\"\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:3:10:"), "{e:?}");
+    assert!(e[0].contains("must be an environment reference"), "{e:?}");
+    assert!(
+        !e[0].contains("hunter2"),
+        "the refused secret is echoed: {e:?}"
+    );
+
+    let e = errors("[[library]]\nid = \"lib1\"\n");
+    assert!(
+        e[0].contains("`secret` or `secret_file` is required"),
+        "{e:?}"
+    );
+
+    let e = errors("[[library]]\nid = \"lib1\"\nsecret_file = \"/nonexistent/secret\"\n");
+    assert!(
+        e[0].starts_with("t.toml:3:15:") && e[0].contains("does not exist"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn semantic_problems_are_all_reported() {
+    let text = "\
+[[library]]
+id = \"lib1\"
+upstream = \"http://plain.example.com\"
+secret_file = \"/etc/hostname\"
+[[library]]
+id = \"lib1\"
+secret_file = \"/etc/hostname\"
+[[role]]
+name = \"viewer\"
+period_secs = 10
+[session]
+default_roles = [\"ghost\"]
+";
+    let e = errors(text);
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:3:12:") && m.contains("must use https://")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:6:6:") && m.contains("listed twice")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:10:15:") && m.contains("must exceed")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains("unknown role \"ghost\"")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn interpolation_expands_and_escapes() {
+    std::env::set_var("SMH_TEST_INTERP_PORT", "9443");
+    let cfg = Config::parse(
+        "[listener]\naddress = \"127.0.0.1:${SMH_TEST_INTERP_PORT}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"/etc/hostname\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.listener.address.0.port(), 9443);
+    assert_eq!(smh_gateway::config::interpolate("a$${b}").unwrap(), "a${b}");
+    assert!(smh_gateway::config::interpolate("${UNSET_SMH_TEST_VAR}").is_err());
+    assert_eq!(
+        cfg.libraries[0].get_ref().upstream_url(),
+        "https://lib1.api.tencentsmh.cn"
+    );
+}
+
+#[test]
+fn secret_debug_never_shows_the_value() {
+    let s = smh_gateway::config::Secret::new("topsecret");
+    assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+}
