@@ -119,9 +119,13 @@ impl ThrowAwayPki {
     pub fn generate(extra_names: &[String]) -> Result<Self, TlsError> {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "smh-gateway throw-away CA");
+        // A unique name per CA: clients given several throw-away CAs in one
+        // bundle (dev prints one for gateway + emulator) pick the issuer by
+        // name, and OpenSSL fails on the first same-named wrong one.
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("smh-gateway throw-away CA {:016x}", rand::random::<u64>()),
+        );
         ca_params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use smh_gateway::emulator::{op, Emulator, EmulatorConfig};
 
@@ -797,7 +797,7 @@ async fn encoded_paths_and_flag_forms_are_equivalent() {
         not_flag.get("contents").is_some(),
         "info=0 is not the info flag"
     );
-    let got = env.mkdir("a/../b", &t).await;
+    let got = env.mkdir("a%2F..%2Fb", &t).await;
     assert_smh_error(&got, 400, "IllegalFileName");
 }
 

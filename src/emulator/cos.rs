@@ -145,11 +145,11 @@ fn check_upload_auth(
     key: &str,
     headers: &HeaderMap,
     now: SystemTime,
-) -> Result<(), Response<Body>> {
+) -> Result<(), &'static str> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| denied("Authorization header missing"))?;
+        .ok_or("Authorization header missing")?;
     let mut expires = None;
     let mut signature = None;
     for kv in auth.split('&') {
@@ -162,13 +162,13 @@ fn check_upload_auth(
         }
     }
     let (Some(expires), Some(signature)) = (expires, signature) else {
-        return Err(denied("Authorization header malformed"));
+        return Err("Authorization header malformed");
     };
     if signature != signer.sign("PUT", key, expires) {
-        return Err(denied("signature does not match"));
+        return Err("signature does not match");
     }
     if expires < unix_secs(now) {
-        return Err(denied("Request has expired"));
+        return Err("Request has expired");
     }
     Ok(())
 }
@@ -181,8 +181,8 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body
     let now = state.hooks.now();
     match *req.method() {
         Method::PUT => {
-            if let Err(resp) = check_upload_auth(&state.signer, &key, req.headers(), now) {
-                return resp;
+            if let Err(why) = check_upload_auth(&state.signer, &key, req.headers(), now) {
+                return denied(why);
             }
             let content_type = req
                 .headers()
