@@ -539,3 +539,40 @@ async fn large_request_bodies_stream_through_without_replay() {
     assert_eq!(resp.status(), 413);
     assert_eq!(h.hooks().body_bytes_received() - before, size as u64);
 }
+
+#[tokio::test]
+async fn cached_tokens_slide_with_use_and_expire_before_smh_would() {
+    // Token period 6 s, safety margin 2 s: the cache keeps a token 4 s past
+    // its last use. Real seconds pass here because the cache runs on the
+    // real clock; the assertions count mints, not time.
+    let h = Harness::start_with(
+        EmulatorConfig {
+            period_min: 1,
+            ..EmulatorConfig::default()
+        },
+        "[tokens]\nsafety_margin_secs = 2\n[[role]]\nname = \"short\"\nspaces = [\"-\"]\nperiod_secs = 6\n",
+    )
+    .await;
+    let lib = h.lib().to_string();
+    let s = h.session("olga", &["short"]);
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    assert_eq!(h.get(&list, &s).await.status(), 200);
+    let t = &h.hooks().tokens_for_user("olga")[0];
+    assert_eq!(t.period, 6, "the role's period is what SMH was asked for");
+    let mints = h.hooks().mints();
+    // Used every second for 6 s (past the 4 s idle window): still one token.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert_eq!(h.get(&list, &s).await.status(), 200);
+    }
+    assert_eq!(h.hooks().mints(), mints, "each use slid the cached entry");
+    // Idle for 5 s (> 4 s): the entry is gone although SMH (6 s) still
+    // honours the token; the next request mints a fresh one.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(h.get(&list, &s).await.status(), 200);
+    assert_eq!(
+        h.hooks().mints(),
+        mints + 1,
+        "expired a margin before SMH would"
+    );
+}
