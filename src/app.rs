@@ -11,6 +11,7 @@ use anyhow::Context as _;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
+use crate::gateway::cors::Cors;
 use crate::gateway::{Gateway, Library};
 use crate::policy::Policy;
 use crate::server::{self, NoObserver, Shutdown};
@@ -46,7 +47,7 @@ impl Running {
 }
 
 /// Builds the request-path state from the configuration.
-pub fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
+pub async fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
     let connect_timeout = Duration::from_secs(cfg.upstream.connect_timeout_secs);
     let pool_idle = Duration::from_secs(cfg.upstream.pool_idle_secs);
     let mut libraries = HashMap::new();
@@ -61,7 +62,7 @@ pub fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
         let upstream = Upstream::new(&lib.upstream_url(), &extra_ca, connect_timeout, pool_idle)
             .with_context(|| format!("library {id}: upstream"))?;
         let secret = lib
-            .secret
+            .secret_source()
             .resolve()
             .map_err(|e| anyhow::anyhow!("library {id}: {e}"))?
             .ok_or_else(|| anyhow::anyhow!("library {id}: no secret configured"))?;
@@ -83,7 +84,7 @@ pub fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
     );
     Ok(Gateway {
         libraries,
-        sessions: SessionValidator::from_config(&cfg.session)?,
+        sessions: SessionValidator::from_config(&cfg.session, connect_timeout).await?,
         policy: Policy::from_config(&cfg.roles),
         tokens,
         replay_body_limit: cfg.limits.replay_body_limit_bytes,
@@ -113,10 +114,15 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         crate::tls::load_key(&key)?,
         crate::tls::ALPN_H2_H1,
     )?;
-    let gateway = Arc::new(build_gateway(cfg)?);
+    let gateway = Arc::new(build_gateway(cfg).await?);
+    let cors = match &cfg.cors {
+        Some(c) => Some(Arc::new(Cors::from_config(c)?)),
+        None => None,
+    };
     let service = gateway.service(
         Duration::from_secs(cfg.limits.request_timeout_secs),
         cfg.limits.max_concurrent_requests,
+        cors,
     );
     let listener = server::bind(cfg.listener.address.0).await?;
     let addr = listener.local_addr()?;

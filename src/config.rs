@@ -48,23 +48,51 @@ pub const DEFAULT_USER_CLAIM: &str = "sub";
 pub const DEFAULT_CLIENT_HEADER: &str = "x-client-id";
 /// The claim listing the session's roles.
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
+/// 100k verified sessions: a few tens of MiB, covers a large active user base.
+pub const DEFAULT_SESSION_CACHE_CAPACITY: u64 = 100_000;
+/// IdPs rotate keys rarely and publish new ones ahead of use; 5 min keeps
+/// the gateway current without hammering the IdP.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// An unknown `kid` triggers a re-fetch at most this often, so forged
+/// tokens with random kids cannot turn the gateway against the IdP.
+pub const DEFAULT_JWKS_MIN_REFETCH_SECS: u64 = 30;
+/// The session backend is on the request path; answer 503 rather than hang.
+pub const DEFAULT_INTROSPECTION_TIMEOUT_SECS: u64 = 3;
+/// Positive introspection answers are reused for a minute.
+pub const DEFAULT_INTROSPECTION_TTL_SECS: u64 = 60;
+/// Negative answers are reused briefly (absorbs retries of a bad credential).
+pub const DEFAULT_INTROSPECTION_NEGATIVE_TTL_SECS: u64 = 5;
+/// Browsers cache a preflight this long.
+pub const DEFAULT_CORS_MAX_AGE_SECS: u64 = 600;
 
 // ---------------------------------------------------------------------------
 // Schema
 // ---------------------------------------------------------------------------
 
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default)]
     pub listener: ListenerConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     /// `[[library]]` tables: one per SMH media library the gateway fronts.
+    #[serde(rename = "library", default)]
     pub libraries: Vec<Spanned<LibraryConfig>>,
+    #[serde(default)]
     pub tokens: TokenConfig,
+    #[serde(default)]
     pub session: SessionConfig,
     /// `[[role]]` tables: what each session role may ask SMH for.
+    #[serde(rename = "role", default)]
     pub roles: Vec<Spanned<RoleConfig>>,
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
     pub upstream: UpstreamConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -88,23 +116,35 @@ impl Default for ListenerConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
     pub address: Env<SocketAddr>,
-    /// Bearer token for `/admin/v1/*`; without one those routes are disabled.
-    pub token: SecretSource<TokenField>,
+    /// Bearer token for `/admin/v1/*`: `token = "${VAR}"` or `token_file`.
+    /// Without one those routes are disabled.
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<Env<PathBuf>>>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: default_admin_listen(),
-            token: SecretSource::default(),
+            token: None,
+            token_file: None,
         }
     }
 }
 
-#[derive(Debug)]
+impl AdminConfig {
+    pub fn token_source(&self) -> SecretSource<TokenField> {
+        SecretSource::new(&self.token, &self.token_file)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LibraryConfig {
     /// The LibraryId, as shown in the SMH console.
     pub id: Spanned<String>,
@@ -113,7 +153,8 @@ pub struct LibraryConfig {
     /// Extra PEM CA bundle trusted for this upstream (on top of public roots).
     pub ca_file: Option<Spanned<Env<PathBuf>>>,
     /// The LibrarySecret: `secret = "${VAR}"` or `secret_file = "/path"`.
-    pub secret: SecretSource<SecretField>,
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<Env<PathBuf>>>,
 }
 
 impl LibraryConfig {
@@ -122,6 +163,10 @@ impl LibraryConfig {
             Some(u) => u.get_ref().0.trim_end_matches('/').to_string(),
             None => format!("https://{}.api.tencentsmh.cn", self.id.get_ref()),
         }
+    }
+
+    pub fn secret_source(&self) -> SecretSource<SecretField> {
+        SecretSource::new(&self.secret, &self.secret_file)
     }
 }
 
@@ -146,40 +191,143 @@ impl Default for TokenConfig {
     }
 }
 
-#[derive(Debug)]
+/// How a session credential is validated.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// Signed JWTs, verified locally (static keys or JWKS).
+    #[default]
+    Jwt,
+    /// Opaque credentials, checked by calling the business backend.
+    Introspection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SessionConfig {
+    #[serde(default)]
+    pub mode: SessionMode,
+    /// Where the credential is looked for, in order: `"bearer"`
+    /// (Authorization header), `"cookie:<name>"`, `"query"` (the
+    /// `access_token` query parameter, as SMH SDKs send it).
+    #[serde(default = "default_credentials")]
+    pub credentials: Vec<Spanned<String>>,
     /// Claim naming the operator recorded by SMH.
+    #[serde(default = "default_user_claim")]
     pub user_claim: String,
     /// Claim naming the client/device; when absent the `client_header` is used.
     pub client_claim: Option<String>,
+    #[serde(default = "default_client_header")]
     pub client_header: String,
     /// Claim carrying the role list (array of strings or space-separated string).
+    #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
     /// Roles given to a session whose token names none.
+    #[serde(default)]
     pub default_roles: Vec<String>,
+    /// Answer a missing/invalid/expired session the way SMH answers a bad
+    /// token (400 `EmptyAccessToken` / 403 `InvalidAccessToken`), so SMH SDKs
+    /// run their token-refresh callback and fetch a new business session.
+    #[serde(default)]
+    pub smh_compatible_errors: bool,
+    /// Verified sessions kept so the hot path skips signature checks.
+    #[serde(default = "default_session_capacity")]
+    pub cache_capacity: u64,
+    #[serde(default)]
     pub jwt: JwtConfig,
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
+            mode: SessionMode::default(),
+            credentials: default_credentials(),
             user_claim: default_user_claim(),
             client_claim: None,
             client_header: default_client_header(),
             roles_claim: default_roles_claim(),
             default_roles: Vec::new(),
+            smh_compatible_errors: false,
+            cache_capacity: DEFAULT_SESSION_CACHE_CAPACITY,
             jwt: JwtConfig::default(),
+            introspection: None,
         }
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JwtConfig {
-    /// HMAC key for HS256 sessions: `hs256_secret = "${VAR}"` or `hs256_secret_file`.
-    pub hs256: SecretSource<Hs256Field>,
+    /// Accepted algorithms, pinned: a token claiming any other `alg` is
+    /// refused before key lookup (no `none`, no HS/RS confusion).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Spanned<String>>,
+    /// HMAC key for HS256/384/512: `hmac_secret = "${VAR}"` or `hmac_secret_file`.
+    pub hmac_secret: Option<Spanned<String>>,
+    pub hmac_secret_file: Option<Spanned<Env<PathBuf>>>,
+    /// PEM public keys (RSA, EC P-256/P-384, Ed25519) for tokens without a `kid`.
+    #[serde(default)]
+    pub public_key_files: Vec<Spanned<Env<PathBuf>>>,
+    /// A JWK Set on disk (`{"keys": [...]}`), looked up by `kid`.
+    pub jwks_file: Option<Spanned<Env<PathBuf>>>,
+    /// A JWKS URL, fetched at start, refreshed in the background, re-fetched
+    /// (rate limited) when an unknown `kid` arrives, served stale on IdP outages.
+    pub jwks_url: Option<Spanned<Env<String>>>,
+    /// Extra CA for the JWKS URL (on top of public roots).
+    pub jwks_ca_file: Option<Spanned<Env<PathBuf>>>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    #[serde(default = "default_jwks_min_refetch")]
+    pub jwks_min_refetch_secs: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: default_algorithms(),
+            hmac_secret: None,
+            hmac_secret_file: None,
+            public_key_files: Vec::new(),
+            jwks_file: None,
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
+            jwks_min_refetch_secs: DEFAULT_JWKS_MIN_REFETCH_SECS,
+            issuer: None,
+            audience: None,
+            leeway_secs: DEFAULT_SESSION_LEEWAY_SECS,
+        }
+    }
+}
+
+impl JwtConfig {
+    pub fn hmac_source(&self) -> SecretSource<HmacField> {
+        SecretSource::new(&self.hmac_secret, &self.hmac_secret_file)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The business backend's session endpoint. The gateway sends
+    /// `GET <url>` with `Authorization: Bearer <credential>`; the backend
+    /// answers 200 `{user_id, client_id?, session_id?, roles?, claims?}` or 401.
+    pub url: Spanned<Env<String>>,
+    pub ca_file: Option<Spanned<Env<PathBuf>>>,
+    #[serde(default = "default_introspection_timeout")]
+    pub timeout_secs: u64,
+    /// How long a positive answer is reused.
+    #[serde(default = "default_introspection_ttl")]
+    pub cache_ttl_secs: u64,
+    /// How long a 401 answer is reused (short: a user who just logged in
+    /// should not wait long).
+    #[serde(default = "default_introspection_negative_ttl")]
+    pub negative_cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,11 +338,36 @@ pub struct RoleConfig {
     #[serde(default)]
     pub grant: Vec<String>,
     /// Tenant spaces this role reaches: literal ids, `-` for single-tenant,
-    /// `*` for any, or templates such as `{user_id}`.
+    /// `*` for any, or templates `{user_id}`, `{client_id}`, `{claims.NAME}`.
     #[serde(default = "default_spaces")]
     pub spaces: Vec<String>,
     /// Lifetime (and sliding extension) of SMH tokens minted for this role.
     pub period_secs: Option<Spanned<u64>>,
+    /// Optional allow-list checked at the gateway, entries like
+    /// `"GET directory"`, `"PUT file"`, `"POST file?confirm"`, `"* *"`.
+    /// Absent: every operation (SMH's grants still apply).
+    pub operations: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`) or `"*"`.
+    pub allowed_origins: Vec<Spanned<String>>,
+    #[serde(default = "default_cors_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers a page may send; an entry ending in `*` is a prefix.
+    #[serde(default = "default_cors_headers")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read.
+    #[serde(default = "default_cors_exposed")]
+    pub exposed_headers: Vec<String>,
+    /// Needed for cookie sessions (`credentials: "include"`); then origins
+    /// are echoed, never `*`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +426,72 @@ pub enum LogFormat {
     Json,
 }
 
+/// The algorithms `session.jwt.algorithms` may name.
+pub const KNOWN_ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+fn default_credentials() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "bearer".to_string())]
+}
+fn default_algorithms() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "HS256".to_string())]
+}
+fn default_session_capacity() -> u64 {
+    DEFAULT_SESSION_CACHE_CAPACITY
+}
+fn default_jwks_refresh() -> u64 {
+    DEFAULT_JWKS_REFRESH_SECS
+}
+fn default_jwks_min_refetch() -> u64 {
+    DEFAULT_JWKS_MIN_REFETCH_SECS
+}
+fn default_introspection_timeout() -> u64 {
+    DEFAULT_INTROSPECTION_TIMEOUT_SECS
+}
+fn default_introspection_ttl() -> u64 {
+    DEFAULT_INTROSPECTION_TTL_SECS
+}
+fn default_introspection_negative_ttl() -> u64 {
+    DEFAULT_INTROSPECTION_NEGATIVE_TTL_SECS
+}
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "PUT", "POST", "DELETE"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_cors_headers() -> Vec<String> {
+    [
+        "authorization",
+        "content-type",
+        "x-client-id",
+        "x-request-id",
+        "range",
+        "x-smh-meta-*",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_cors_exposed() -> Vec<String> {
+    [
+        "x-request-id",
+        "x-smh-request-id",
+        "location",
+        "content-range",
+        "x-smh-type",
+        "x-smh-size",
+        "x-smh-etag",
+        "x-smh-crc64",
+        "x-smh-content-type",
+        "x-smh-creation-time",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_cors_max_age() -> u64 {
+    DEFAULT_CORS_MAX_AGE_SECS
+}
 fn default_listen() -> Env<SocketAddr> {
     Env(DEFAULT_LISTEN.parse().expect("constant address"))
 }
@@ -399,7 +638,7 @@ macro_rules! secret_fields {
 }
 secret_fields!(SecretField, "secret", "secret_file");
 secret_fields!(TokenField, "token", "token_file");
-secret_fields!(Hs256Field, "hs256_secret", "hs256_secret_file");
+secret_fields!(HmacField, "hmac_secret", "hmac_secret_file");
 
 /// A secret given as `<name> = "${VAR}"` or `<name>_file = "/path"`.
 /// Inline values must come from the environment: a literal secret in the
@@ -410,11 +649,11 @@ pub struct SecretSource<N> {
     names: std::marker::PhantomData<N>,
 }
 
-impl<N> Default for SecretSource<N> {
-    fn default() -> Self {
+impl<N> SecretSource<N> {
+    pub fn new(inline: &Option<Spanned<String>>, file: &Option<Spanned<Env<PathBuf>>>) -> Self {
         Self {
-            inline: None,
-            file: None,
+            inline: inline.clone(),
+            file: file.clone(),
             names: std::marker::PhantomData,
         }
     }
@@ -538,8 +777,9 @@ impl Config {
                 message,
             }
         };
-        let config: Config = raw::parse(text)
-            .map_err(|e| ConfigErrors(vec![at(e.span(), e.message().trim().to_string())]))?;
+        let config: Config = toml::from_str(text).map_err(|e: toml::de::Error| {
+            ConfigErrors(vec![at(e.span(), e.message().trim().to_string())])
+        })?;
         let problems: Vec<ConfigError> = config
             .validate()
             .into_iter()
@@ -589,10 +829,10 @@ impl Config {
                     ));
                 }
             }
-            check_secret(&l.secret, true, Some(lib.span()), &mut out);
+            check_secret(&l.secret_source(), true, Some(lib.span()), &mut out);
         }
-        check_secret(&self.admin.token, false, None, &mut out);
-        check_secret(&self.session.jwt.hs256, false, None, &mut out);
+        check_secret(&self.admin.token_source(), false, None, &mut out);
+        self.validate_session(&mut out);
         for (field, f) in [
             ("listener.cert_file", &self.listener.cert_file),
             ("listener.key_file", &self.listener.key_file),
@@ -645,6 +885,11 @@ impl Config {
             if r.spaces.is_empty() {
                 out.push((Some(role.span()), "a role needs at least one space".into()));
             }
+            for op in r.operations.iter().flatten() {
+                if let Err(e) = crate::policy::OperationPattern::parse(op.get_ref()) {
+                    out.push((Some(op.span()), e));
+                }
+            }
         }
         for name in &self.session.default_roles {
             if !role_names.contains(name) {
@@ -655,6 +900,127 @@ impl Config {
             }
         }
         out
+    }
+
+    fn validate_session(&self, out: &mut Vec<(Option<Range<usize>>, String)>) {
+        let sess = &self.session;
+        let jwt = &sess.jwt;
+        for c in &sess.credentials {
+            if let Err(e) = crate::session::credential::CredentialSource::parse(c.get_ref()) {
+                out.push((span_of(c), e));
+            }
+        }
+        if sess.credentials.is_empty() {
+            out.push((
+                None,
+                "session.credentials must name at least one source".into(),
+            ));
+        }
+        check_secret(&jwt.hmac_source(), false, None, out);
+        for key in &jwt.public_key_files {
+            if !key.get_ref().0.is_file() {
+                out.push((
+                    Some(key.span()),
+                    format!(
+                        "public key file {} does not exist",
+                        key.get_ref().0.display()
+                    ),
+                ));
+            }
+        }
+        for (name, f) in [
+            ("jwks_file", &jwt.jwks_file),
+            ("jwks_ca_file", &jwt.jwks_ca_file),
+        ] {
+            if let Some(p) = f {
+                if !p.get_ref().0.is_file() {
+                    out.push((
+                        Some(p.span()),
+                        format!("{name} {} does not exist", p.get_ref().0.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(u) = &jwt.jwks_url {
+            if let Err(msg) = check_https_url(&u.get_ref().0) {
+                out.push((Some(u.span()), msg));
+            }
+        }
+        match sess.mode {
+            SessionMode::Jwt => {
+                if jwt.algorithms.is_empty() {
+                    out.push((
+                        None,
+                        "session.jwt.algorithms must name at least one algorithm".into(),
+                    ));
+                }
+                let has_public = !jwt.public_key_files.is_empty()
+                    || jwt.jwks_file.is_some()
+                    || jwt.jwks_url.is_some();
+                for alg in &jwt.algorithms {
+                    let a = alg.get_ref().as_str();
+                    if !KNOWN_ALGORITHMS.contains(&a) {
+                        out.push((
+                            span_of(alg),
+                            format!(
+                                "unknown algorithm {a:?}; expected one of {}",
+                                KNOWN_ALGORITHMS.join(", ")
+                            ),
+                        ));
+                    } else if a.starts_with("HS") && !jwt.hmac_source().is_set() {
+                        out.push((
+                            span_of(alg),
+                            format!("{a} needs session.jwt.hmac_secret or hmac_secret_file"),
+                        ));
+                    } else if !a.starts_with("HS") && !has_public {
+                        out.push((
+                            span_of(alg),
+                            format!("{a} needs public_key_files, jwks_file or jwks_url"),
+                        ));
+                    }
+                }
+            }
+            SessionMode::Introspection => match &sess.introspection {
+                None => out.push((
+                    None,
+                    "session.mode = \"introspection\" needs a [session.introspection] table".into(),
+                )),
+                Some(i) => {
+                    if let Err(msg) = check_https_url(&i.url.get_ref().0) {
+                        out.push((Some(i.url.span()), msg));
+                    }
+                    if let Some(ca) = &i.ca_file {
+                        if !ca.get_ref().0.is_file() {
+                            out.push((
+                                Some(ca.span()),
+                                format!("ca_file {} does not exist", ca.get_ref().0.display()),
+                            ));
+                        }
+                    }
+                }
+            },
+        }
+        if let Some(cors) = &self.cors {
+            for o in &cors.allowed_origins {
+                let v = o.get_ref();
+                let ok = v == "*"
+                    || ((v.starts_with("https://") || v.starts_with("http://"))
+                        && !v.ends_with('/')
+                        && v.parse::<http::Uri>().is_ok());
+                if !ok {
+                    out.push((
+                        Some(o.span()),
+                        format!("CORS origin {v:?} must be \"*\" or scheme://host[:port] without a path"),
+                    ));
+                }
+                if v == "*" && cors.allow_credentials {
+                    out.push((
+                        Some(o.span()),
+                        "\"*\" cannot be combined with allow_credentials = true".into(),
+                    ));
+                }
+            }
+        }
     }
 
     /// A human summary with every secret replaced by where it comes from.
@@ -679,7 +1045,7 @@ impl Config {
             s,
             "admin: {} (admin token: {})",
             self.admin.address.0,
-            self.admin.token.describe()
+            self.admin.token_source().describe()
         );
         for lib in &self.libraries {
             let l = lib.get_ref();
@@ -688,20 +1054,69 @@ impl Config {
             if let Some(ca) = &l.ca_file {
                 let _ = writeln!(s, "  extra CA: {}", ca.get_ref().0.display());
             }
-            let _ = writeln!(s, "  library secret: {}", l.secret.describe());
+            let _ = writeln!(s, "  library secret: {}", l.secret_source().describe());
         }
         let _ = writeln!(
             s,
             "tokens: capacity {} margin {}s max age {}s",
             self.tokens.cache_capacity, self.tokens.safety_margin_secs, self.tokens.max_age_secs
         );
+        let sess = &self.session;
+        let creds: Vec<&str> = sess
+            .credentials
+            .iter()
+            .map(|c| c.get_ref().as_str())
+            .collect();
         let _ = writeln!(
             s,
-            "session: user claim {:?}, roles claim {:?}, HS256 key: {}",
-            self.session.user_claim,
-            self.session.roles_claim,
-            self.session.jwt.hs256.describe()
+            "session: mode {:?}, credentials [{}], user claim {:?}, roles claim {:?}, smh-compatible errors {}",
+            sess.mode,
+            creds.join(", "),
+            sess.user_claim,
+            sess.roles_claim,
+            sess.smh_compatible_errors
         );
+        match sess.mode {
+            SessionMode::Jwt => {
+                let algs: Vec<&str> = sess
+                    .jwt
+                    .algorithms
+                    .iter()
+                    .map(|a| a.get_ref().as_str())
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  jwt algorithms [{}], hmac key: {}",
+                    algs.join(", "),
+                    sess.jwt.hmac_source().describe()
+                );
+                for k in &sess.jwt.public_key_files {
+                    let _ = writeln!(s, "  public key: {}", k.get_ref().0.display());
+                }
+                if let Some(f) = &sess.jwt.jwks_file {
+                    let _ = writeln!(s, "  jwks file: {}", f.get_ref().0.display());
+                }
+                if let Some(u) = &sess.jwt.jwks_url {
+                    let _ = writeln!(
+                        s,
+                        "  jwks url: {} (refresh {}s)",
+                        u.get_ref().0,
+                        sess.jwt.jwks_refresh_secs
+                    );
+                }
+            }
+            SessionMode::Introspection => {
+                if let Some(i) = &sess.introspection {
+                    let _ = writeln!(
+                        s,
+                        "  introspection: {} (ttl {}s, negative {}s)",
+                        i.url.get_ref().0,
+                        i.cache_ttl_secs,
+                        i.negative_cache_ttl_secs
+                    );
+                }
+            }
+        }
         for role in &self.roles {
             let r = role.get_ref();
             let _ = writeln!(
@@ -717,6 +1132,25 @@ impl Config {
         }
         s
     }
+}
+
+/// Spans of defaulted values are empty; report those without a location.
+fn span_of<T>(v: &Spanned<T>) -> Option<Range<usize>> {
+    let s = v.span();
+    (s.start != s.end).then_some(s)
+}
+
+fn check_https_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("{url:?} must use https://"));
+    }
+    if uri.host().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
 }
 
 fn check_upstream_url(url: &str) -> Result<(), String> {
@@ -777,179 +1211,5 @@ fn check_secret<N: SecretFieldNames>(
             format!("`{}` or `{}` is required", N::INLINE, N::FILE),
         )),
         (None, None) => {}
-    }
-}
-
-/// serde's `flatten` cannot be combined with `deny_unknown_fields`, so the
-/// tables holding secrets are read through these mirror structs, which list
-/// the secret keys explicitly and then convert.
-mod raw {
-    use super::*;
-
-    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        let raw: RawConfig = toml::from_str(text)?;
-        Ok(raw.into())
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawConfig {
-        #[serde(default)]
-        listener: ListenerConfig,
-        #[serde(default)]
-        admin: RawAdmin,
-        #[serde(rename = "library", default)]
-        libraries: Vec<Spanned<RawLibrary>>,
-        #[serde(default)]
-        tokens: TokenConfig,
-        #[serde(default)]
-        session: RawSession,
-        #[serde(rename = "role", default)]
-        roles: Vec<Spanned<RoleConfig>>,
-        #[serde(default)]
-        limits: LimitsConfig,
-        #[serde(default)]
-        upstream: UpstreamConfig,
-        #[serde(default)]
-        log: LogConfig,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawAdmin {
-        #[serde(default = "default_admin_listen")]
-        address: Env<SocketAddr>,
-        token: Option<Spanned<String>>,
-        token_file: Option<Spanned<Env<PathBuf>>>,
-    }
-
-    impl Default for RawAdmin {
-        fn default() -> Self {
-            Self {
-                address: default_admin_listen(),
-                token: None,
-                token_file: None,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawLibrary {
-        id: Spanned<String>,
-        upstream: Option<Spanned<Env<String>>>,
-        ca_file: Option<Spanned<Env<PathBuf>>>,
-        secret: Option<Spanned<String>>,
-        secret_file: Option<Spanned<Env<PathBuf>>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawSession {
-        #[serde(default = "default_user_claim")]
-        user_claim: String,
-        client_claim: Option<String>,
-        #[serde(default = "default_client_header")]
-        client_header: String,
-        #[serde(default = "default_roles_claim")]
-        roles_claim: String,
-        #[serde(default)]
-        default_roles: Vec<String>,
-        #[serde(default)]
-        jwt: RawJwt,
-    }
-
-    impl Default for RawSession {
-        fn default() -> Self {
-            Self {
-                user_claim: default_user_claim(),
-                client_claim: None,
-                client_header: default_client_header(),
-                roles_claim: default_roles_claim(),
-                default_roles: Vec::new(),
-                jwt: RawJwt::default(),
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawJwt {
-        hs256_secret: Option<Spanned<String>>,
-        hs256_secret_file: Option<Spanned<Env<PathBuf>>>,
-        issuer: Option<String>,
-        audience: Option<String>,
-        #[serde(default = "default_leeway")]
-        leeway_secs: u64,
-    }
-
-    impl Default for RawJwt {
-        fn default() -> Self {
-            Self {
-                hs256_secret: None,
-                hs256_secret_file: None,
-                issuer: None,
-                audience: None,
-                leeway_secs: DEFAULT_SESSION_LEEWAY_SECS,
-            }
-        }
-    }
-
-    fn source<N>(
-        inline: Option<Spanned<String>>,
-        file: Option<Spanned<Env<PathBuf>>>,
-    ) -> SecretSource<N> {
-        SecretSource {
-            inline,
-            file,
-            names: std::marker::PhantomData,
-        }
-    }
-
-    impl From<RawConfig> for Config {
-        fn from(r: RawConfig) -> Self {
-            Config {
-                listener: r.listener,
-                admin: AdminConfig {
-                    address: r.admin.address,
-                    token: source(r.admin.token, r.admin.token_file),
-                },
-                libraries: r
-                    .libraries
-                    .into_iter()
-                    .map(|l| {
-                        let span = l.span();
-                        let l = l.into_inner();
-                        Spanned::new(
-                            span,
-                            LibraryConfig {
-                                id: l.id,
-                                upstream: l.upstream,
-                                ca_file: l.ca_file,
-                                secret: source(l.secret, l.secret_file),
-                            },
-                        )
-                    })
-                    .collect(),
-                tokens: r.tokens,
-                session: SessionConfig {
-                    user_claim: r.session.user_claim,
-                    client_claim: r.session.client_claim,
-                    client_header: r.session.client_header,
-                    roles_claim: r.session.roles_claim,
-                    default_roles: r.session.default_roles,
-                    jwt: JwtConfig {
-                        hs256: source(r.session.jwt.hs256_secret, r.session.jwt.hs256_secret_file),
-                        issuer: r.session.jwt.issuer,
-                        audience: r.session.jwt.audience,
-                        leeway_secs: r.session.jwt.leeway_secs,
-                    },
-                },
-                roles: r.roles,
-                limits: r.limits,
-                upstream: r.upstream,
-                log: r.log,
-            }
-        }
     }
 }

@@ -35,6 +35,8 @@ pub struct DevOptions {
     pub emulator: EmulatorConfig,
     /// TOML appended to the generated config (tests add [limits] etc.).
     pub extra_toml: String,
+    /// Replaces the generated `[session]` tables (tests plug in other IdPs).
+    pub session_toml: Option<String>,
 }
 
 impl Default for DevOptions {
@@ -46,6 +48,7 @@ impl Default for DevOptions {
             dir: None,
             emulator: EmulatorConfig::default(),
             extra_toml: String::new(),
+            session_toml: None,
         }
     }
 }
@@ -121,11 +124,7 @@ upstream = "{upstream}"
 ca_file = "{dir}/emulator-ca.pem"
 secret_file = "{dir}/library-secret"
 
-[session]
-default_roles = ["viewer"]
-
-[session.jwt]
-hs256_secret_file = "{dir}/session-secret"
+{session}
 
 [[role]]
 name = "viewer"
@@ -139,6 +138,10 @@ spaces = ["-"]
 {extra}
 "#,
         extra = opts.extra_toml,
+        session = opts.session_toml.clone().unwrap_or_else(|| format!(
+            "[session]\ndefault_roles = [\"viewer\"]\n\n[session.jwt]\nhmac_secret_file = \"{}/session-secret\"\n",
+            dir.display()
+        )),
         listen = opts.listen,
         admin = opts.admin_listen,
         dir = dir.display(),

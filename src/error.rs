@@ -29,6 +29,17 @@ pub enum GatewayError {
     InvalidSession(String),
     #[error("session is valid but names no user")]
     NoUserInSession,
+    #[error("the session service is unavailable; retry shortly")]
+    SessionBackendUnavailable,
+    /// `smh_compatible_errors`: a missing session, answered as SMH would.
+    #[error("no access token (session credential) in the request")]
+    SmhEmptyAccessToken,
+    /// `smh_compatible_errors`: a bad session, answered as SMH answers a bad
+    /// token so SDKs refresh and retry.
+    #[error("access token (session) invalid: {0}")]
+    SmhInvalidAccessToken(String),
+    #[error("CORS: {0}")]
+    CorsRejected(String),
     #[error("space {0:?} is not allowed for this session")]
     SpaceNotAllowed(String),
     #[error("operation not allowed for this session: {0}")]
@@ -65,6 +76,13 @@ impl GatewayError {
             InvalidSession(_) | NoUserInSession => {
                 (StatusCode::UNAUTHORIZED, code::INVALID_SESSION)
             }
+            SessionBackendUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::SESSION_SERVICE_UNAVAILABLE,
+            ),
+            SmhEmptyAccessToken => (StatusCode::BAD_REQUEST, code::EMPTY_ACCESS_TOKEN),
+            SmhInvalidAccessToken(_) => (StatusCode::FORBIDDEN, code::INVALID_ACCESS_TOKEN),
+            CorsRejected(_) => (StatusCode::FORBIDDEN, code::NO_PERMISSION),
             SpaceNotAllowed(_) => (StatusCode::FORBIDDEN, code::ACCESS_TOKEN_NOT_MATCH_SPACE),
             OperationNotAllowed(_) => (StatusCode::FORBIDDEN, code::NO_PERMISSION),
             BadRequest(_) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST),
@@ -92,7 +110,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u32> {
         use GatewayError::*;
         match self {
-            TokenApiUnavailable | UpstreamUnavailable | Overloaded => Some(RETRY_AFTER_SECS),
+            TokenApiUnavailable | UpstreamUnavailable | Overloaded | SessionBackendUnavailable => {
+                Some(RETRY_AFTER_SECS)
+            }
             _ => None,
         }
     }
@@ -140,6 +160,20 @@ mod tests {
                 None,
             ),
             (NoUserInSession, 401, "InvalidSession", None),
+            (
+                SessionBackendUnavailable,
+                503,
+                "SessionServiceUnavailable",
+                Some(2),
+            ),
+            (SmhEmptyAccessToken, 400, "EmptyAccessToken", None),
+            (
+                SmhInvalidAccessToken("x".into()),
+                403,
+                "InvalidAccessToken",
+                None,
+            ),
+            (CorsRejected("x".into()), 403, "NoPermission", None),
             (
                 SpaceNotAllowed("s".into()),
                 403,

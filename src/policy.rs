@@ -1,22 +1,84 @@
 //! Policy: maps a session's roles to what SMH may be asked for — the grant
-//! list, the reachable spaces and the token period — and refuses requests
-//! outside them before SMH sees them.
+//! list, the reachable spaces and the token period — plus an optional
+//! allow-list of operations checked here, so a refused request never
+//! reaches SMH.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use http::Method;
+
 use crate::config::{RoleConfig, DEFAULT_TOKEN_PERIOD_SECS};
 use crate::error::GatewayError;
-use crate::session::Session;
+use crate::session::{claim_str, Session};
 
 /// The single-tenant SpaceId.
 pub const SINGLE_TENANT_SPACE: &str = "-";
+
+/// One allow-list entry: `"<METHOD|*> <resource|*>[?flag]"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationPattern {
+    method: Option<Method>,
+    resource: Option<String>,
+    flag: Option<String>,
+}
+
+impl OperationPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("operation {s:?}: expected \"<METHOD|*> <resource|*>[?flag]\", e.g. \"GET directory\" or \"POST file?confirm\"")
+        };
+        let (method, target) = s.trim().split_once(' ').ok_or_else(bad)?;
+        let method = match method {
+            "*" => None,
+            m => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad())?),
+        };
+        let (resource, flag) = match target.trim().split_once('?') {
+            Some((r, f)) if !f.is_empty() => (r, Some(f.to_string())),
+            Some(_) => return Err(bad()),
+            None => (target.trim(), None),
+        };
+        if resource.is_empty() || resource.contains(' ') {
+            return Err(bad());
+        }
+        Ok(Self {
+            method,
+            resource: (resource != "*").then(|| resource.to_string()),
+            flag,
+        })
+    }
+
+    fn matches(&self, op: &Operation<'_>) -> bool {
+        self.method.as_ref().is_none_or(|m| m == op.method)
+            && self.resource.as_deref().is_none_or(|r| r == op.resource)
+            && self.flag.as_deref().is_none_or(|f| has_flag(op.query, f))
+    }
+}
+
+/// What a request asks SMH to do, as the allow-list sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation<'a> {
+    pub method: &'a Method,
+    pub resource: &'a str,
+    pub query: Option<&'a str>,
+}
+
+/// SMH flags count whether bare (`?info`), empty (`info=`) or `=1`.
+pub fn has_flag(query: Option<&str>, flag: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| match pair.split_once('=') {
+            None => pair == flag,
+            Some((k, v)) => k == flag && (v.is_empty() || v == "1"),
+        })
+    })
+}
 
 #[derive(Debug, Clone)]
 struct Role {
     grant: Vec<String>,
     spaces: Vec<String>,
     period_secs: u64,
+    operations: Option<Vec<OperationPattern>>,
 }
 
 /// What one request may do: the token it needs.
@@ -50,6 +112,11 @@ impl Policy {
                             .period_secs
                             .as_ref()
                             .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref()),
+                        operations: r.operations.as_ref().map(|ops| {
+                            ops.iter()
+                                .filter_map(|o| OperationPattern::parse(o.get_ref()).ok())
+                                .collect()
+                        }),
                     },
                 )
             })
@@ -57,10 +124,16 @@ impl Policy {
         Self { roles }
     }
 
-    /// Decides for `session` acting in `space` (None = library-level call).
-    /// Several roles give the union of grants and spaces, and the shortest
-    /// period among them (the most cautious lifetime any role asked for).
-    pub fn decide(&self, session: &Session, space: Option<&str>) -> Result<Decision, GatewayError> {
+    /// Decides for `session` doing `op` in `space` (None = library-level).
+    /// Several roles give the union of grants, spaces and operations, and
+    /// the shortest period among them (the most cautious lifetime any of
+    /// the roles asked for).
+    pub fn decide(
+        &self,
+        session: &Session,
+        space: Option<&str>,
+        op: Operation<'_>,
+    ) -> Result<Decision, GatewayError> {
         let roles: Vec<&Role> = session
             .roles
             .iter()
@@ -71,12 +144,22 @@ impl Policy {
                 "the session has no role known to the gateway".into(),
             ));
         }
+        let allowed = roles.iter().any(|r| match &r.operations {
+            None => true,
+            Some(list) => list.iter().any(|p| p.matches(&op)),
+        });
+        if !allowed {
+            return Err(GatewayError::OperationNotAllowed(format!(
+                "{} {} is not in the session's allowed operations",
+                op.method, op.resource
+            )));
+        }
         if let Some(space) = space {
-            let allowed = roles
+            let reachable = roles
                 .iter()
                 .flat_map(|r| r.spaces.iter())
                 .any(|pattern| space_matches(pattern, space, session));
-            if !allowed {
+            if !reachable {
                 return Err(GatewayError::SpaceNotAllowed(space.to_string()));
             }
         }
@@ -102,11 +185,151 @@ impl Policy {
     }
 }
 
+/// `*`, a literal SpaceId, or a template filled from the session. A
+/// template that resolves to nothing matches nothing.
 fn space_matches(pattern: &str, space: &str, session: &Session) -> bool {
     match pattern {
         "*" => true,
         "{user_id}" => space == &*session.user_id,
         "{client_id}" => !session.client_id.is_empty() && space == &*session.client_id,
-        literal => literal == space,
+        p => match p
+            .strip_prefix("{claims.")
+            .and_then(|rest| rest.strip_suffix('}'))
+        {
+            Some(claim) => {
+                claim_str(&session.claims, claim).is_some_and(|v| !v.is_empty() && v == space)
+            }
+            None => p == space,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str, roles: &[&str], claims: serde_json::Value) -> Session {
+        Session {
+            user_id: user.into(),
+            client_id: "".into(),
+            session_id: "".into(),
+            roles: roles
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
+            issued_at: None,
+        }
+    }
+
+    fn policy(toml_text: &str) -> Policy {
+        #[derive(serde::Deserialize)]
+        struct Roles {
+            role: Vec<toml::Spanned<RoleConfig>>,
+        }
+        let r: Roles = toml::from_str(toml_text).unwrap();
+        Policy::from_config(&r.role)
+    }
+
+    const ROLES: &str = r#"
+[[role]]
+name = "viewer"
+spaces = ["-", "{user_id}"]
+period_secs = 3600
+operations = ["GET *", "HEAD *"]
+[[role]]
+name = "editor"
+grant = ["upload_file", "create_directory"]
+spaces = ["{claims.team_space}"]
+period_secs = 1800
+[[role]]
+name = "admin"
+grant = ["admin"]
+spaces = ["*"]
+"#;
+
+    fn op<'a>(m: &'a Method, r: &'a str, q: Option<&'a str>) -> Operation<'a> {
+        Operation {
+            method: m,
+            resource: r,
+            query: q,
+        }
+    }
+
+    #[test]
+    fn viewer_is_read_only_in_its_spaces() {
+        let p = policy(ROLES);
+        let s = session("u1", &["viewer"], serde_json::json!({}));
+        let d = p
+            .decide(&s, Some("-"), op(&Method::GET, "directory", None))
+            .unwrap();
+        assert_eq!((&*d.grant, &*d.token_space, d.period_secs), ("", "", 3600));
+        let d = p
+            .decide(&s, Some("u1"), op(&Method::GET, "file", Some("info")))
+            .unwrap();
+        assert_eq!(&*d.token_space, "u1");
+        assert!(matches!(
+            p.decide(&s, Some("-"), op(&Method::DELETE, "file", None)),
+            Err(GatewayError::OperationNotAllowed(_))
+        ));
+        assert!(matches!(
+            p.decide(&s, Some("u2"), op(&Method::GET, "file", None)),
+            Err(GatewayError::SpaceNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn roles_union_grants_spaces_and_operations() {
+        let p = policy(ROLES);
+        let s = session(
+            "u1",
+            &["viewer", "editor"],
+            serde_json::json!({"team_space": "team7"}),
+        );
+        let d = p
+            .decide(&s, Some("team7"), op(&Method::PUT, "file", None))
+            .unwrap();
+        assert_eq!(&*d.grant, "create_directory,upload_file");
+        assert_eq!(d.period_secs, 1800, "shortest period of the roles");
+        assert!(p
+            .decide(&s, Some("u1"), op(&Method::PUT, "file", None))
+            .is_ok());
+        let no_claim = session("u1", &["editor"], serde_json::json!({}));
+        assert!(matches!(
+            p.decide(&no_claim, Some("team7"), op(&Method::PUT, "file", None)),
+            Err(GatewayError::SpaceNotAllowed(_))
+        ));
+        let admin = session("root", &["admin", "viewer"], serde_json::json!({}));
+        let d = p
+            .decide(
+                &admin,
+                Some("anything"),
+                op(&Method::DELETE, "directory", None),
+            )
+            .unwrap();
+        assert_eq!(&*d.grant, "admin");
+    }
+
+    #[test]
+    fn unknown_roles_are_refused() {
+        let p = policy(ROLES);
+        let s = session("u1", &["ghost"], serde_json::json!({}));
+        assert!(matches!(
+            p.decide(&s, Some("-"), op(&Method::GET, "file", None)),
+            Err(GatewayError::OperationNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn operation_patterns_parse_and_match_flags() {
+        let pat = OperationPattern::parse("POST file?confirm").unwrap();
+        assert!(pat.matches(&op(&Method::POST, "file", Some("confirm"))));
+        assert!(pat.matches(&op(&Method::POST, "file", Some("x=1&confirm=1"))));
+        assert!(!pat.matches(&op(&Method::POST, "file", Some("confirm=0"))));
+        assert!(!pat.matches(&op(&Method::POST, "file", None)));
+        assert!(OperationPattern::parse("GET").is_err());
+        assert!(OperationPattern::parse("GET file?").is_err());
+        assert!(OperationPattern::parse("G(T file").is_err());
     }
 }

@@ -122,8 +122,16 @@ fn broken_example_is_refused_with_line_and_column() {
     assert!(stderr.contains("expected one of"), "{stderr}");
 }
 
+/// A session key so snippets only report what they are about.
+const SESSION: &str = "\n[session.jwt]\nhmac_secret_file = \"/etc/hostname\"\n";
+
 fn errors(text: &str) -> Vec<String> {
-    match Config::parse(text, "t.toml") {
+    let text = if text.contains("[session.jwt]") {
+        text.to_string()
+    } else {
+        format!("{text}{SESSION}")
+    };
+    match Config::parse(&text, "t.toml") {
         Ok(_) => vec![],
         Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
     }
@@ -187,6 +195,15 @@ name = \"viewer\"
 period_secs = 10
 [session]
 default_roles = [\"ghost\"]
+credentials = [\"bearer\", \"header:x\"]
+[session.jwt]
+algorithms = [\"HS256\", \"none\", \"RS256\"]
+hmac_secret_file = \"/etc/hostname\"
+[[role]]
+name = \"ops\"
+operations = [\"GET file\", \"FETCH\"]
+[cors]
+allowed_origins = [\"https://ok.example\", \"ftp://x\", \"https://slash.example/\"]
 ";
     let e = errors(text);
     assert!(
@@ -214,7 +231,7 @@ default_roles = [\"ghost\"]
 fn interpolation_expands_and_escapes() {
     std::env::set_var("SMH_TEST_INTERP_PORT", "9443");
     let cfg = Config::parse(
-        "[listener]\naddress = \"127.0.0.1:${SMH_TEST_INTERP_PORT}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"/etc/hostname\"\n",
+        &format!("[listener]\naddress = \"127.0.0.1:${{SMH_TEST_INTERP_PORT}}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"/etc/hostname\"\n{SESSION}"),
         "t.toml",
     )
     .unwrap();

@@ -11,6 +11,7 @@
 //!  6 forward: strip client credentials, inject the token, stream; on
 //!             InvalidAccessToken drop that token, mint, replay once
 
+pub mod cors;
 pub mod forward;
 pub mod rewrite;
 pub mod route;
@@ -30,7 +31,7 @@ use tracing::Instrument;
 
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
-use crate::policy::Policy;
+use crate::policy::{Operation, Policy};
 use crate::session::SessionValidator;
 use crate::smh::token::{MintError, TokenKey, TokenOutcome, TokenService};
 use crate::upstream::Upstream;
@@ -79,9 +80,14 @@ impl Gateway {
             .get(route.library)
             .ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
         // 3. Session.
-        let session = self.sessions.authenticate(&parts.headers)?;
+        let (session, _session_outcome) = self.sessions.authenticate(&parts).await?;
         // 4. Policy.
-        let decision = self.policy.decide(&session, route.space)?;
+        let op = Operation {
+            method: &parts.method,
+            resource: route.resource,
+            query: parts.uri.query(),
+        };
+        let decision = self.policy.decide(&session, route.space, op)?;
         // 5. Token.
         let key = TokenKey {
             library: library.id.clone(),
@@ -123,7 +129,12 @@ impl Gateway {
     }
 
     /// The full client-facing stack around [`Gateway::handle`].
-    pub fn service(self: &Arc<Self>, timeout: Duration, max_concurrent: usize) -> EdgeService {
+    pub fn service(
+        self: &Arc<Self>,
+        timeout: Duration,
+        max_concurrent: usize,
+        cors: Option<Arc<cors::Cors>>,
+    ) -> EdgeService {
         let inner = ServiceBuilder::new()
             .load_shed()
             .concurrency_limit(max_concurrent)
@@ -131,6 +142,7 @@ impl Gateway {
             .service(HandleService(self.clone()));
         EdgeService {
             inner: tower::util::BoxCloneSyncService::new(inner),
+            cors,
         }
     }
 }
@@ -186,6 +198,7 @@ impl Service<Request<Incoming>> for HandleService {
 #[derive(Clone)]
 pub struct EdgeService {
     inner: tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, BoxError>,
+    cors: Option<Arc<cors::Cors>>,
 }
 
 impl Service<Request<Incoming>> for EdgeService {
@@ -203,11 +216,25 @@ impl Service<Request<Incoming>> for EdgeService {
         let rid = client_request_id(&req).unwrap_or_else(new_request_id);
         req.extensions_mut().insert(RequestId(rid.clone()));
         let span = tracing::info_span!("request", id = %rid, method = %req.method());
+        let cors = self.cors.clone();
+        // Preflights are answered here: before sessions, without credentials.
+        let preflight = cors.as_ref().and_then(|c| c.preflight(&req, &rid));
+        let origin = cors
+            .as_ref()
+            .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
         let inner = self.inner.clone();
         Box::pin(
             async move {
-                let result = inner.oneshot(req).await;
-                let mut resp = result.unwrap_or_else(|e| edge_error(&e).to_response(&rid));
+                let mut resp = match preflight {
+                    Some(resp) => resp,
+                    None => inner
+                        .oneshot(req)
+                        .await
+                        .unwrap_or_else(|e| edge_error(&e).to_response(&rid)),
+                };
+                if let Some(cors) = &cors {
+                    cors.decorate(origin.as_ref(), &mut resp);
+                }
                 if let Ok(v) = HeaderValue::from_str(&rid) {
                     resp.headers_mut().insert(REQUEST_ID_HEADER, v);
                 }

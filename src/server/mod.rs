@@ -23,6 +23,10 @@ use crate::body::Body;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/1 request headers must arrive within this long (slowloris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Request header block limit (h2). Above hyper's 16 KiB default so an
+/// oversized credential reaches the session layer and gets a clear 401 in
+/// SMH's shape instead of a bare protocol error; far below anything abusive.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// How long graceful shutdown waits for in-flight requests before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -100,7 +104,10 @@ pub async fn serve_tls<F, S>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_LIST_BYTES);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();

@@ -1,93 +1,219 @@
-//! Sessions: find the caller's credential, validate it, and produce the
-//! identity the rest of the request path works with. This validator
-//! is HS256 JWT from the `Authorization: Bearer` header; the seam
-//! (`SessionValidator::authenticate`) is where richer sources slot in.
+//! Sessions: find the caller's credential (bearer header, cookie, or the
+//! SMH-SDK `access_token` query parameter), validate it (JWT or
+//! introspection), and produce the identity the rest of the request path
+//! works with. Verified sessions are cached by a hash of the credential
+//! until they expire, so the hot path does no signature checks.
+
+pub mod credential;
+pub mod introspect;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use http::request::Parts;
+use moka::sync::Cache;
+use moka::Expiry;
 use serde_json::{Map, Value};
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, SessionMode};
 use crate::error::GatewayError;
+use credential::CredentialSource;
+use introspect::Introspector;
+use jwt::JwtValidator;
 
-/// A session token longer than this is refused before any parsing: real
-/// JWTs are a few hundred bytes to a few KiB.
+/// A credential longer than this is refused before any parsing: real
+/// session JWTs are a few hundred bytes to a few KiB.
 pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
 /// Who is calling, as the business's login system says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub user_id: Arc<str>,
     pub client_id: Arc<str>,
     pub session_id: Arc<str>,
-    pub roles: Vec<String>,
+    pub roles: Arc<[String]>,
+    /// All claims (JWT) or the `claims` object (introspection), for policy
+    /// templates such as `{claims.space_id}`.
+    pub claims: Arc<Map<String, Value>>,
     pub issued_at: Option<u64>,
 }
 
+/// Whether the session came from the cache or needed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    Cached,
+    Validated,
+}
+
+struct CachedSession {
+    session: Session,
+    valid_until: Instant,
+}
+
+struct SessionExpiry;
+
+impl Expiry<[u8; 32], Arc<CachedSession>> for SessionExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<CachedSession>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.valid_until.saturating_duration_since(created_at))
+    }
+}
+
+enum Validator {
+    Jwt(JwtValidator),
+    Introspection(Introspector),
+}
+
 pub struct SessionValidator {
-    key: DecodingKey,
-    validation: Validation,
+    sources: Vec<CredentialSource>,
+    validator: Validator,
+    cache: Cache<[u8; 32], Arc<CachedSession>>,
     user_claim: String,
     client_claim: Option<String>,
     client_header: http::HeaderName,
     roles_claim: String,
-    default_roles: Vec<String>,
+    default_roles: Arc<[String]>,
+    leeway: Duration,
+    smh_compatible_errors: bool,
 }
 
 impl std::fmt::Debug for SessionValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionValidator")
-            .field("key", &"<redacted>")
+            .field("sources", &self.sources)
             .field("user_claim", &self.user_claim)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionValidator {
-    pub fn from_config(cfg: &SessionConfig) -> anyhow::Result<Self> {
-        let secret = cfg
-            .jwt
-            .hs256
-            .resolve()
-            .map_err(|e| anyhow::anyhow!("session.jwt: {e}"))?
-            .ok_or_else(|| {
-                anyhow::anyhow!("session.jwt.hs256_secret or hs256_secret_file is required")
-            })?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = cfg.jwt.leeway_secs;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        match &cfg.jwt.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &cfg.jwt.issuer {
-            validation.set_issuer(&[iss]);
-        }
+    pub async fn from_config(
+        cfg: &SessionConfig,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let sources = cfg
+            .credentials
+            .iter()
+            .map(|s| CredentialSource::parse(s.get_ref()).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let validator = match cfg.mode {
+            SessionMode::Jwt => {
+                Validator::Jwt(JwtValidator::from_config(&cfg.jwt, connect_timeout).await?)
+            }
+            SessionMode::Introspection => {
+                let i = cfg.introspection.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("session.mode = introspection needs [session.introspection]")
+                })?;
+                Validator::Introspection(Introspector::from_config(i, connect_timeout)?)
+            }
+        };
         Ok(Self {
-            key: DecodingKey::from_secret(secret.expose().as_bytes()),
-            validation,
+            sources,
+            validator,
+            cache: Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .expire_after(SessionExpiry)
+                .build(),
             user_claim: cfg.user_claim.clone(),
             client_claim: cfg.client_claim.clone(),
             client_header: http::HeaderName::from_bytes(cfg.client_header.as_bytes())
                 .map_err(|e| anyhow::anyhow!("session.client_header: {e}"))?,
             roles_claim: cfg.roles_claim.clone(),
-            default_roles: cfg.default_roles.clone(),
+            default_roles: cfg.default_roles.clone().into(),
+            leeway: Duration::from_secs(cfg.jwt.leeway_secs),
+            smh_compatible_errors: cfg.smh_compatible_errors,
         })
     }
 
-    /// Validates the bearer credential in `headers`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Session, GatewayError> {
-        let credential = bearer(headers)?;
+    /// Validates the request's credential. Errors are already in the form
+    /// the configuration asks for (gateway-style or SMH-SDK-compatible).
+    pub async fn authenticate(
+        &self,
+        parts: &Parts,
+    ) -> Result<(Session, SessionOutcome), GatewayError> {
+        self.authenticate_inner(parts)
+            .await
+            .map_err(|e| self.shape(e))
+    }
+
+    async fn authenticate_inner(
+        &self,
+        parts: &Parts,
+    ) -> Result<(Session, SessionOutcome), GatewayError> {
+        let credential = credential::extract(&self.sources, parts)?;
         if credential.len() > MAX_CREDENTIAL_BYTES {
             return Err(GatewayError::InvalidSession("credential too large".into()));
         }
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(credential, &self.key, &self.validation)
-                .map_err(|e| GatewayError::InvalidSession(describe_jwt_error(&e)))?;
-        let claims = data.claims;
+        let key = digest(&credential);
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.valid_until > Instant::now() {
+                return Ok((
+                    self.with_client_header(&hit.session, parts),
+                    SessionOutcome::Cached,
+                ));
+            }
+        }
+        let (session, valid_for) = match &self.validator {
+            Validator::Jwt(v) => {
+                let verified = v.validate(&credential).await?;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let valid_for =
+                    Duration::from_secs(verified.expires_at.saturating_sub(now)) + self.leeway;
+                (self.session_from_claims(verified.claims)?, valid_for)
+            }
+            Validator::Introspection(i) => {
+                let id = i.check(&credential, &key).await?;
+                let ttl = id
+                    .expires_in
+                    .map_or(i.ttl, |s| i.ttl.min(Duration::from_secs(s)));
+                let roles: Arc<[String]> = match id.roles {
+                    Some(r) if !r.is_empty() => r.into(),
+                    _ => {
+                        let from_claims = roles_from(&id.claims, &self.roles_claim);
+                        if from_claims.is_empty() {
+                            self.default_roles.clone()
+                        } else {
+                            from_claims.into()
+                        }
+                    }
+                };
+                let session = Session {
+                    user_id: id.user_id.into(),
+                    client_id: id.client_id.unwrap_or_default().into(),
+                    session_id: id.session_id.unwrap_or_default().into(),
+                    roles,
+                    claims: Arc::new(id.claims),
+                    issued_at: None,
+                };
+                (session, ttl)
+            }
+        };
+        if !valid_for.is_zero() {
+            self.cache.insert(
+                key,
+                Arc::new(CachedSession {
+                    session: session.clone(),
+                    valid_until: Instant::now() + valid_for,
+                }),
+            );
+        }
+        Ok((
+            self.with_client_header(&session, parts),
+            SessionOutcome::Validated,
+        ))
+    }
+
+    fn session_from_claims(&self, claims: Map<String, Value>) -> Result<Session, GatewayError> {
         let user_id = claim_str(&claims, &self.user_claim)
             .filter(|u| !u.is_empty())
             .ok_or(GatewayError::NoUserInSession)?;
@@ -95,54 +221,70 @@ impl SessionValidator {
             .client_claim
             .as_deref()
             .and_then(|c| claim_str(&claims, c))
-            .or_else(|| {
-                headers
-                    .get(&self.client_header)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            })
             .unwrap_or_default();
         let session_id = claim_str(&claims, "sid")
             .or_else(|| claim_str(&claims, "jti"))
             .unwrap_or_default();
-        let mut roles = roles(&claims, &self.roles_claim);
-        if roles.is_empty() {
-            roles = self.default_roles.clone();
-        }
+        let roles = roles_from(&claims, &self.roles_claim);
         Ok(Session {
             user_id: user_id.into(),
             client_id: client_id.into(),
             session_id: session_id.into(),
-            roles,
+            roles: if roles.is_empty() {
+                self.default_roles.clone()
+            } else {
+                roles.into()
+            },
             issued_at: claims.get("iat").and_then(Value::as_u64),
+            claims: Arc::new(claims),
         })
+    }
+
+    /// A session without a client id from its credential takes the one
+    /// the request names in the client header (per request, not cached).
+    fn with_client_header(&self, session: &Session, parts: &Parts) -> Session {
+        let mut s = session.clone();
+        if s.client_id.is_empty() {
+            if let Some(v) = parts
+                .headers
+                .get(&self.client_header)
+                .and_then(|v| v.to_str().ok())
+            {
+                s.client_id = v.into();
+            }
+        }
+        s
+    }
+
+    fn shape(&self, e: GatewayError) -> GatewayError {
+        if !self.smh_compatible_errors {
+            return e;
+        }
+        match e {
+            GatewayError::MissingCredential => GatewayError::SmhEmptyAccessToken,
+            GatewayError::InvalidSession(m) => GatewayError::SmhInvalidAccessToken(m),
+            GatewayError::NoUserInSession => {
+                GatewayError::SmhInvalidAccessToken("session names no user".into())
+            }
+            other => other,
+        }
+    }
+
+    /// Sessions in the cache (for metrics).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, GatewayError> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(GatewayError::MissingCredential)?;
-    if values.next().is_some() {
-        return Err(GatewayError::InvalidSession(
-            "more than one Authorization header".into(),
-        ));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| GatewayError::InvalidSession("Authorization header is not ASCII".into()))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        GatewayError::InvalidSession("expected `Authorization: Bearer <token>`".into())
-    })?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(GatewayError::InvalidSession(
-            "expected `Authorization: Bearer <token>`".into(),
-        ));
-    }
-    Ok(token.trim())
+fn digest(credential: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, credential.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// A claim as a string; numbers are accepted for ids (`"sub": 42`).
-fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
+pub fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
     match claims.get(name)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -150,7 +292,7 @@ fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
-fn roles(claims: &Map<String, Value>, name: &str) -> Vec<String> {
+fn roles_from(claims: &Map<String, Value>, name: &str) -> Vec<String> {
     match claims.get(name) {
         Some(Value::Array(items)) => items
             .iter()
@@ -158,21 +300,5 @@ fn roles(claims: &Map<String, Value>, name: &str) -> Vec<String> {
             .collect(),
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
         _ => Vec::new(),
-    }
-}
-
-/// Says what was wrong without echoing the token.
-fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind::*;
-    match e.kind() {
-        ExpiredSignature => "session expired".into(),
-        ImmatureSignature => "session not yet valid".into(),
-        InvalidSignature => "bad signature".into(),
-        InvalidAlgorithm | InvalidAlgorithmName => "algorithm not accepted".into(),
-        InvalidIssuer => "wrong issuer".into(),
-        InvalidAudience => "wrong audience".into(),
-        MissingRequiredClaim(c) => format!("missing claim {c}"),
-        InvalidToken | Base64(_) | Json(_) | Utf8(_) => "malformed token".into(),
-        _ => "invalid token".into(),
     }
 }

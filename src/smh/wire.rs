@@ -66,6 +66,7 @@ pub mod code {
     pub const MISSING_SESSION: &str = "MissingSession";
     pub const INVALID_SESSION: &str = "InvalidSession";
     pub const TOKEN_SERVICE_UNAVAILABLE: &str = "TokenServiceUnavailable";
+    pub const SESSION_SERVICE_UNAVAILABLE: &str = "SessionServiceUnavailable";
     pub const TOKEN_MINT_FAILED: &str = "TokenMintFailed";
     pub const UPSTREAM_UNAVAILABLE: &str = "UpstreamUnavailable";
 }

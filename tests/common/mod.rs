@@ -25,6 +25,15 @@ impl Harness {
     }
 
     pub async fn start_with(emulator: EmulatorConfig, extra_toml: &str) -> Self {
+        Self::start_full(emulator, extra_toml, None).await
+    }
+
+    /// With the `[session]` tables replaced by `session_toml`.
+    pub async fn start_full(
+        emulator: EmulatorConfig,
+        extra_toml: &str,
+        session_toml: Option<String>,
+    ) -> Self {
         smh_gateway::tls::install_crypto_provider();
         let env = dev::start(DevOptions {
             listen: loopback0(),
@@ -33,6 +42,7 @@ impl Harness {
             dir: None,
             emulator,
             extra_toml: extra_toml.to_string(),
+            session_toml,
         })
         .await
         .expect("dev environment starts");
@@ -99,5 +109,75 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String, serde_json::Va
         status,
         v["code"].as_str().unwrap_or_default().to_string(),
         v,
+    )
+}
+
+/// A small HTTPS server for tests (an IdP's JWKS endpoint, a session
+/// backend): real TLS with its own throw-away CA, answers from `handler`.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub ca_file: std::path::PathBuf,
+    pub shutdown: smh_gateway::server::Shutdown,
+}
+
+pub type Handler =
+    std::sync::Arc<dyn Fn(http::Method, String, http::HeaderMap) -> (u16, String) + Send + Sync>;
+
+impl TestServer {
+    pub async fn start(handler: Handler) -> Self {
+        use smh_gateway::body;
+        smh_gateway::tls::install_crypto_provider();
+        let pki = smh_gateway::tls::ThrowAwayPki::generate(&[]).unwrap();
+        let dir = std::env::temp_dir().join(format!("smh-testserver-{}", rand_suffix()));
+        pki.write_to(&dir).unwrap();
+        let listener = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = smh_gateway::server::Shutdown::default();
+        let tls = std::sync::Arc::new(pki.server_config(smh_gateway::tls::ALPN_H2_H1).unwrap());
+        tokio::spawn(smh_gateway::server::serve_tls(
+            listener,
+            tls,
+            move |_| {
+                let handler = handler.clone();
+                tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    let (status, text) = handler(req.method().clone(), pq, req.headers().clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(body::full(text))
+                                .unwrap(),
+                        )
+                    }
+                })
+            },
+            std::sync::Arc::new(smh_gateway::server::NoObserver),
+            shutdown.clone(),
+        ));
+        TestServer {
+            addr,
+            ca_file: dir.join("ca.pem"),
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
     )
 }

@@ -1,0 +1,245 @@
+//! JWT sessions: pinned algorithms, keys from config (HMAC secret, PEM
+//! files, a JWK Set file) and an optional JWKS URL.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::jwks::RemoteJwks;
+use super::keys::{self, Family, Key};
+use crate::config::JwtConfig;
+use crate::error::GatewayError;
+use crate::upstream::Upstream;
+
+/// Verified claims and when they stop being valid.
+pub struct Verified {
+    pub claims: Map<String, Value>,
+    /// `exp` as Unix seconds.
+    pub expires_at: u64,
+}
+
+pub struct JwtValidator {
+    validations: HashMap<Algorithm, Validation>,
+    hmac: Option<DecodingKey>,
+    static_keys: Vec<Key>,
+    remote: Option<Arc<RemoteJwks>>,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for JwtValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtValidator")
+            .field("algorithms", &self.validations.keys().collect::<Vec<_>>())
+            .field("static_keys", &self.static_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtValidator {
+    /// Builds the validator; a JWKS URL is fetched once here (failure is
+    /// logged, not fatal: the refresher and unknown-kid re-fetches retry).
+    pub async fn from_config(cfg: &JwtConfig, connect_timeout: Duration) -> anyhow::Result<Self> {
+        let mut validations = HashMap::new();
+        for alg in &cfg.algorithms {
+            let alg = Algorithm::from_str(alg.get_ref())
+                .map_err(|_| anyhow::anyhow!("unknown JWT algorithm {}", alg.get_ref()))?;
+            let mut v = Validation::new(alg);
+            v.leeway = cfg.leeway_secs;
+            v.validate_nbf = true;
+            v.set_required_spec_claims(&["exp"]);
+            match &cfg.audience {
+                Some(aud) => v.set_audience(&[aud]),
+                None => v.validate_aud = false,
+            }
+            if let Some(iss) = &cfg.issuer {
+                v.set_issuer(&[iss]);
+            }
+            validations.insert(alg, v);
+        }
+        let hmac = cfg
+            .hmac_source()
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("session.jwt: {e}"))?
+            .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        let mut static_keys = Vec::new();
+        for path in &cfg.public_key_files {
+            let path = &path.get_ref().0;
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            static_keys.push(
+                keys::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            );
+        }
+        if let Some(path) = &cfg.jwks_file {
+            let path = &path.get_ref().0;
+            let json = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let (keys, skipped) =
+                keys::from_jwks(&json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            for s in skipped {
+                tracing::warn!(file = %path.display(), key = %s, "JWK skipped");
+            }
+            static_keys.extend(keys);
+        }
+        let remote = match &cfg.jwks_url {
+            Some(url) => {
+                let url = &url.get_ref().0;
+                let extra_ca = match &cfg.jwks_ca_file {
+                    Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
+                    None => Vec::new(),
+                };
+                let uri: http::Uri = url.parse()?;
+                let base = format!(
+                    "{}://{}",
+                    uri.scheme_str().unwrap_or("https"),
+                    uri.authority().map(|a| a.as_str()).unwrap_or_default()
+                );
+                let upstream =
+                    Upstream::new(&base, &extra_ca, connect_timeout, Duration::from_secs(90))?;
+                let jwks = Arc::new(RemoteJwks::new(
+                    url,
+                    upstream,
+                    Duration::from_secs(cfg.jwks_min_refetch_secs),
+                )?);
+                if let Err(e) = jwks.refresh().await {
+                    tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry");
+                }
+                jwks.spawn_refresher(Duration::from_secs(cfg.jwks_refresh_secs.max(1)));
+                Some(jwks)
+            }
+            None => None,
+        };
+        Ok(Self {
+            validations,
+            hmac,
+            static_keys,
+            remote,
+            leeway: cfg.leeway_secs,
+        })
+    }
+
+    pub async fn validate(&self, token: &str) -> Result<Verified, GatewayError> {
+        let invalid = |m: &str| GatewayError::InvalidSession(m.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&describe(&e)))?;
+        let validation = self
+            .validations
+            .get(&header.alg)
+            .ok_or_else(|| invalid("algorithm not accepted"))?;
+        let needed = Family::of(header.alg);
+        let kid = header.kid.as_deref();
+
+        let data = if needed == Family::Hmac {
+            let key = self
+                .hmac
+                .as_ref()
+                .ok_or_else(|| invalid("algorithm not accepted"))?;
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+                .map_err(|e| invalid(&describe(&e)))?
+        } else {
+            let mut candidates = self.candidates(needed, kid);
+            if candidates.is_empty() && kid.is_some() {
+                if let Some(remote) = &self.remote {
+                    remote.refetch_for_unknown_kid().await;
+                    candidates = self.candidates(needed, kid);
+                }
+            }
+            if candidates.is_empty() && kid.is_some() {
+                // PEM keys carry no kid; an IdP that stamps kids on tokens
+                // while the operator pinned its PEM key still works. The
+                // signature check is what keeps forged tokens out.
+                candidates = self.kidless(needed);
+            }
+            if candidates.is_empty() {
+                if self.remote.as_ref().is_some_and(|r| !r.is_healthy()) {
+                    // We cannot tell a forged kid from a rotated one while
+                    // the IdP is down: an outage, not a bad credential.
+                    return Err(GatewayError::SessionBackendUnavailable);
+                }
+                return Err(invalid(if kid.is_some() {
+                    "unknown key id"
+                } else {
+                    "no key for this algorithm"
+                }));
+            }
+            let mut last = invalid("bad signature");
+            let mut verified = None;
+            for key in &candidates {
+                match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+                    Ok(d) => {
+                        verified = Some(d);
+                        break;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            jsonwebtoken::errors::ErrorKind::InvalidSignature
+                        ) => {}
+                    Err(e) => last = invalid(&describe(&e)),
+                }
+            }
+            verified.ok_or(last)?
+        };
+        let claims = data.claims;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
+            if iat > now + self.leeway {
+                return Err(invalid("issued in the future"));
+            }
+        }
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| invalid("missing claim exp"))?;
+        Ok(Verified { claims, expires_at })
+    }
+
+    /// Keys of the needed family; for a token naming a `kid`, only the keys
+    /// published under that kid.
+    fn candidates(&self, needed: Family, kid: Option<&str>) -> Vec<DecodingKey> {
+        let remote = self.remote.as_ref().map(|r| r.keys());
+        self.static_keys
+            .iter()
+            .chain(remote.iter().flat_map(|k| k.iter()))
+            .filter(|k| k.family.serves(needed))
+            .filter(|k| match kid {
+                Some(kid) => k.kid.as_deref() == Some(kid),
+                None => true,
+            })
+            .map(|k| k.key.clone())
+            .collect()
+    }
+
+    /// Configured PEM keys (they have no kid) of the needed family.
+    fn kidless(&self, needed: Family) -> Vec<DecodingKey> {
+        self.static_keys
+            .iter()
+            .filter(|k| k.kid.is_none() && k.family.serves(needed))
+            .map(|k| k.key.clone())
+            .collect()
+    }
+}
+
+/// Says what was wrong without echoing the token.
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "session expired".into(),
+        ImmatureSignature => "session not yet valid".into(),
+        InvalidSignature => "bad signature".into(),
+        InvalidAlgorithm | InvalidAlgorithmName | MissingAlgorithm => {
+            "algorithm not accepted".into()
+        }
+        InvalidIssuer => "wrong issuer".into(),
+        InvalidAudience => "wrong audience".into(),
+        MissingRequiredClaim(c) => format!("missing claim {c}"),
+        InvalidToken | Base64(_) | Json(_) | Utf8(_) => "malformed token".into(),
+        _ => "invalid token".into(),
+    }
+}
