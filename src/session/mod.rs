@@ -68,7 +68,7 @@ impl Expiry<[u8; 32], Arc<CachedSession>> for SessionExpiry {
 
 enum Validator {
     Jwt(JwtValidator),
-    Introspection(Introspector),
+    Introspection(Box<Introspector>),
 }
 
 pub struct SessionValidator {
@@ -111,7 +111,7 @@ impl SessionValidator {
                 let i = cfg.introspection.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("session.mode = introspection needs [session.introspection]")
                 })?;
-                Validator::Introspection(Introspector::from_config(i, connect_timeout)?)
+                Validator::Introspection(Box::new(Introspector::from_config(i, connect_timeout)?))
             }
         };
         Ok(Self {
