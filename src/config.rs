@@ -980,25 +980,24 @@ impl Config {
                     }
                 }
             }
-            SessionMode::Introspection => match &sess.introspection {
-                None => out.push((
-                    None,
-                    "session.mode = \"introspection\" needs a [session.introspection] table".into(),
-                )),
-                Some(i) => {
-                    if let Err(msg) = check_https_url(&i.url.get_ref().0) {
-                        out.push((Some(i.url.span()), msg));
-                    }
-                    if let Some(ca) = &i.ca_file {
-                        if !ca.get_ref().0.is_file() {
-                            out.push((
-                                Some(ca.span()),
-                                format!("ca_file {} does not exist", ca.get_ref().0.display()),
-                            ));
-                        }
-                    }
+            SessionMode::Introspection if sess.introspection.is_none() => out.push((
+                None,
+                "session.mode = \"introspection\" needs a [session.introspection] table".into(),
+            )),
+            SessionMode::Introspection => {}
+        }
+        if let Some(i) = &sess.introspection {
+            if let Err(msg) = check_https_url(&i.url.get_ref().0) {
+                out.push((Some(i.url.span()), msg));
+            }
+            if let Some(ca) = &i.ca_file {
+                if !ca.get_ref().0.is_file() {
+                    out.push((
+                        Some(ca.span()),
+                        format!("ca_file {} does not exist", ca.get_ref().0.display()),
+                    ));
                 }
-            },
+            }
         }
         if let Some(cors) = &self.cors {
             for o in &cors.allowed_origins {

@@ -249,3 +249,30 @@ fn secret_debug_never_shows_the_value() {
     let s = smh_gateway::config::Secret::new("topsecret");
     assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
 }
+
+#[test]
+fn example_introspection_setup_is_valid_too() {
+    let tls = tls_dir();
+    let env = full_env(&tls);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    assert!(text.contains("mode = \"jwt\""));
+    let dir = temp_dir("introspection");
+    let file = dir.join("introspection.toml");
+    std::fs::write(
+        &file,
+        text.replacen("mode = \"jwt\"", "mode = \"introspection\"", 1),
+    )
+    .unwrap();
+    let out = check_config(&file, &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("introspection: https://accounts.internal.example.com/api/session"),
+        "{stdout}"
+    );
+}
