@@ -271,6 +271,8 @@ pub struct JwtConfig {
     pub public_key_files: Vec<Spanned<Env<PathBuf>>>,
     /// A JWK Set on disk (`{"keys": [...]}`), looked up by `kid`.
     pub jwks_file: Option<Spanned<Env<PathBuf>>>,
+    /// A JWK Set written inline (TOML multi-line string).
+    pub jwks: Option<Spanned<String>>,
     /// A JWKS URL, fetched at start, refreshed in the background, re-fetched
     /// (rate limited) when an unknown `kid` arrives, served stale on IdP outages.
     pub jwks_url: Option<Spanned<Env<String>>>,
@@ -294,6 +296,7 @@ impl Default for JwtConfig {
             hmac_secret_file: None,
             public_key_files: Vec::new(),
             jwks_file: None,
+            jwks: None,
             jwks_url: None,
             jwks_ca_file: None,
             jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
@@ -941,6 +944,11 @@ impl Config {
                 }
             }
         }
+        if let Some(inline) = &jwt.jwks {
+            if let Err(e) = crate::session::keys::from_jwks(inline.get_ref().as_bytes()) {
+                out.push((Some(inline.span()), format!("jwks: {e}")));
+            }
+        }
         if let Some(u) = &jwt.jwks_url {
             if let Err(msg) = check_https_url(&u.get_ref().0) {
                 out.push((Some(u.span()), msg));
@@ -956,6 +964,7 @@ impl Config {
                 }
                 let has_public = !jwt.public_key_files.is_empty()
                     || jwt.jwks_file.is_some()
+                    || jwt.jwks.is_some()
                     || jwt.jwks_url.is_some();
                 for alg in &jwt.algorithms {
                     let a = alg.get_ref().as_str();
@@ -975,7 +984,7 @@ impl Config {
                     } else if !a.starts_with("HS") && !has_public {
                         out.push((
                             span_of(alg),
-                            format!("{a} needs public_key_files, jwks_file or jwks_url"),
+                            format!("{a} needs public_key_files, jwks, jwks_file or jwks_url"),
                         ));
                     }
                 }

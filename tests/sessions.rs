@@ -144,6 +144,25 @@ async fn pyjwt_vectors_validate_for_every_algorithm_and_attacks_are_refused() {
 }
 
 #[tokio::test]
+async fn inline_jwk_set_validates_by_kid() {
+    let v = vectors();
+    let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+    let h = gateway(session_toml(&v, &format!("jwks = '''{jwks}'''"), "")).await;
+    let token = |name: &str| {
+        v.cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .token
+            .clone()
+    };
+    for name in ["rs256_valid", "es384_valid", "eddsa_valid"] {
+        assert_eq!(try_token(&h, &token(name)).await.0, 200, "{name}");
+    }
+    assert_eq!(try_token(&h, &token("rs256_unknown_kid")).await.0, 401);
+}
+
+#[tokio::test]
 async fn pinned_algorithms_refuse_everything_else() {
     let v = vectors();
     // Only RS256 accepted: an HS256 token is refused even with the right key.

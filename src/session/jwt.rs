@@ -85,6 +85,14 @@ impl JwtValidator {
             }
             static_keys.extend(keys);
         }
+        if let Some(inline) = &cfg.jwks {
+            let (keys, skipped) = keys::from_jwks(inline.get_ref().as_bytes())
+                .map_err(|e| anyhow::anyhow!("session.jwt.jwks: {e}"))?;
+            for s in skipped {
+                tracing::warn!(key = %s, "inline JWK skipped");
+            }
+            static_keys.extend(keys);
+        }
         let remote = match &cfg.jwks_url {
             Some(url) => {
                 let url = &url.get_ref().0;
