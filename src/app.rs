@@ -1,53 +1,98 @@
-//! Assembles a running gateway from a [`Config`]: libraries and their
-//! upstream clients, session validator, policy, token service, the client
-//! listener with its stack, and the admin listener.
+//! Assembles a running gateway from a [`Config`]: metrics and audit, the
+//! admin listener (first, so `/readyz` answers "starting" during start-up),
+//! libraries and their upstream clients, sessions, policy, tokens, and the
+//! client listener with its stack and reloadable certificate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, AdminState, Readiness};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::gateway::cors::Cors;
 use crate::gateway::{Gateway, Library};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::server::{self, NoObserver, Shutdown};
+use crate::server::{self, ConnInfo, ConnObserver, Shutdown};
 use crate::session::SessionValidator;
 use crate::smh::token::{MintTarget, TokenService};
+use crate::tls::ReloadableCert;
 use crate::upstream::Upstream;
 
-/// A started gateway: where it listens and how to stop it.
+/// A started gateway: where it listens and how to stop or reload it.
 pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
+    pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub shutdown: Shutdown,
+    cert: Arc<ReloadableCert>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, drains in-flight requests, and returns when done.
     pub async fn stop(self) {
+        self.readiness.set_not_ready();
         self.shutdown.trigger();
         for t in self.tasks {
             let _ = t.await;
         }
     }
 
-    /// Waits until the listeners end (after a shutdown signal).
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
+    /// Re-reads the configuration file and swaps in the listener
+    /// certificate (SIGHUP). Other settings need a restart; a failed reload
+    /// keeps everything as it was.
+    pub fn reload(&self, config_path: &std::path::Path) -> anyhow::Result<()> {
+        let result = Config::load(config_path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|cfg| {
+                let (cert, key) = tls_paths(&cfg)?;
+                Ok(self.cert.reload(&cert, &key)?)
+            });
+        match result {
+            Ok(not_after) => {
+                self.metrics.config_reload_ok.inc();
+                self.metrics.config_last_reload_success.set(unix_now());
+                self.metrics.certificate_not_after.set(not_after);
+                tracing::info!("configuration reloaded: listener certificate replaced (other settings apply on restart)");
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.config_reload_failed.inc();
+                tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+                Err(e)
+            }
         }
     }
 }
 
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn tls_paths(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match (&cfg.listener.cert_file, &cfg.listener.key_file) {
+        (Some(c), Some(k)) => Ok((c.get_ref().0.clone(), k.get_ref().0.clone())),
+        _ => anyhow::bail!("listener.cert_file and listener.key_file are required"),
+    }
+}
+
 /// Builds the request-path state from the configuration.
-pub async fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
+pub async fn build_gateway(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    audit: Audit,
+) -> anyhow::Result<Gateway> {
     let connect_timeout = Duration::from_secs(cfg.upstream.connect_timeout_secs);
     let pool_idle = Duration::from_secs(cfg.upstream.pool_idle_secs);
     let mut libraries = HashMap::new();
@@ -66,21 +111,31 @@ pub async fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
             .resolve()
             .map_err(|e| anyhow::anyhow!("library {id}: {e}"))?
             .ok_or_else(|| anyhow::anyhow!("library {id}: no secret configured"))?;
+        let metrics_idx = metrics.library_index(&id);
         let id: Arc<str> = Arc::from(id.as_str());
         targets.insert(
             id.clone(),
             MintTarget {
                 upstream: upstream.clone(),
                 secret,
+                metrics_idx,
             },
         );
-        libraries.insert(id.to_string(), Library { id, upstream });
+        libraries.insert(
+            id.to_string(),
+            Library {
+                id,
+                upstream,
+                metrics_idx,
+            },
+        );
     }
     let tokens = TokenService::new(
         targets,
         cfg.tokens.cache_capacity,
         Duration::from_secs(cfg.tokens.safety_margin_secs),
         Duration::from_secs(cfg.tokens.max_age_secs),
+        metrics.clone(),
     );
     Ok(Gateway {
         libraries,
@@ -88,33 +143,70 @@ pub async fn build_gateway(cfg: &Config) -> anyhow::Result<Gateway> {
         policy: Policy::from_config(&cfg.roles),
         tokens,
         replay_body_limit: cfg.limits.replay_body_limit_bytes,
+        metrics,
+        audit,
     })
 }
 
-/// Starts the client and admin listeners. Readiness turns true once both
-/// are bound and the gateway state is built.
+/// Counts open connections by protocol and failed handshakes.
+struct ConnMetrics(Arc<Metrics>);
+
+impl ConnObserver for ConnMetrics {
+    fn opened(&self, info: &ConnInfo) {
+        if info.h2 {
+            self.0.connections_h2.inc()
+        } else {
+            self.0.connections_h1.inc()
+        }
+    }
+    fn closed(&self, info: &ConnInfo) {
+        if info.h2 {
+            self.0.connections_h2.dec()
+        } else {
+            self.0.connections_h1.dec()
+        }
+    }
+    fn handshake_failed(&self) {
+        self.0.tls_handshake_failures.inc();
+    }
+}
+
+/// Starts the admin listener, builds everything, then starts the client
+/// listener. Readiness turns true only at the end.
 pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let library_ids: Vec<String> = cfg
+        .libraries
+        .iter()
+        .map(|l| l.get_ref().id.get_ref().clone())
+        .collect();
+    let metrics = Arc::new(Metrics::new(&library_ids));
     let readiness = Readiness::default();
+    let admin_token = cfg
+        .admin
+        .token_source()
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("admin token: {e}"))?;
+    let admin_state = Arc::new(AdminState::new(
+        readiness.clone(),
+        metrics.clone(),
+        admin_token,
+        cfg.admin.check_upstreams,
+    ));
     let admin_listener = server::bind(cfg.admin.address.0).await?;
     let admin_addr = admin_listener.local_addr()?;
-    let registry = prometheus::Registry::new();
     let mut tasks = vec![tokio::spawn(admin::serve(
         admin_listener,
-        readiness.clone(),
-        registry,
+        admin_state.clone(),
         shutdown.clone(),
     ))];
 
-    let (cert, key) = match (&cfg.listener.cert_file, &cfg.listener.key_file) {
-        (Some(c), Some(k)) => (c.get_ref().0.clone(), k.get_ref().0.clone()),
-        _ => anyhow::bail!("listener.cert_file and listener.key_file are required"),
-    };
-    let tls = crate::tls::server_config(
-        crate::tls::load_certs(&cert)?,
-        crate::tls::load_key(&key)?,
-        crate::tls::ALPN_H2_H1,
-    )?;
-    let gateway = Arc::new(build_gateway(cfg).await?);
+    let (cert_path, key_path) = tls_paths(cfg)?;
+    let (cert, not_after) = ReloadableCert::load(&cert_path, &key_path)?;
+    metrics.certificate_not_after.set(not_after);
+    let tls = cert.server_config(crate::tls::ALPN_H2_H1)?;
+    let audit = Audit::start(&cfg.audit, metrics.clone())?;
+    let gateway = Arc::new(build_gateway(cfg, metrics.clone(), audit).await?);
+    let _ = admin_state.gateway.set(gateway.clone());
     let cors = match &cfg.cors {
         Some(c) => Some(Arc::new(Cors::from_config(c)?)),
         None => None,
@@ -130,17 +222,20 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         listener,
         Arc::new(tls),
         move |_conn| service.clone(),
-        Arc::new(NoObserver),
+        Arc::new(ConnMetrics(metrics.clone())),
         shutdown.clone(),
     )));
+    metrics.config_last_reload_success.set(unix_now());
     readiness.set_ready();
     tracing::info!(%addr, %admin_addr, "smh-gateway listening");
     Ok(Running {
         addr,
         admin_addr,
         gateway,
+        metrics,
         readiness,
         shutdown,
+        cert,
         tasks,
     })
 }

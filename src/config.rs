@@ -62,6 +62,13 @@ pub const DEFAULT_INTROSPECTION_TIMEOUT_SECS: u64 = 3;
 pub const DEFAULT_INTROSPECTION_TTL_SECS: u64 = 60;
 /// Negative answers are reused briefly (absorbs retries of a bad credential).
 pub const DEFAULT_INTROSPECTION_NEGATIVE_TTL_SECS: u64 = 5;
+/// Audit files rotate at 100 MiB: a day of busy traffic, easy to ship.
+pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// Rotated audit files kept besides the live one.
+pub const DEFAULT_AUDIT_MAX_FILES: u32 = 5;
+/// Records queued for the writer before new ones are dropped (and counted):
+/// seconds of peak traffic, a few tens of MiB at most.
+pub const DEFAULT_AUDIT_QUEUE_CAPACITY: usize = 65_536;
 /// Browsers cache a preflight this long.
 pub const DEFAULT_CORS_MAX_AGE_SECS: u64 = 600;
 
@@ -88,6 +95,8 @@ pub struct Config {
     pub roles: Vec<Spanned<RoleConfig>>,
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
@@ -121,6 +130,11 @@ impl Default for ListenerConfig {
 pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub address: Env<SocketAddr>,
+    /// `/readyz` also checks that each library's SMH endpoint answers over
+    /// TLS (cached a few seconds). Off by default: readiness then means the
+    /// gateway itself is up.
+    #[serde(default)]
+    pub check_upstreams: bool,
     /// Bearer token for `/admin/v1/*`: `token = "${VAR}"` or `token_file`.
     /// Without one those routes are disabled.
     pub token: Option<Spanned<String>>,
@@ -131,6 +145,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: default_admin_listen(),
+            check_upstreams: false,
             token: None,
             token_file: None,
         }
@@ -371,6 +386,54 @@ pub struct CorsConfig {
     pub allow_credentials: bool,
     #[serde(default = "default_cors_max_age")]
     pub max_age_secs: u64,
+}
+
+/// Where audit records go.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    #[default]
+    Stdout,
+    File,
+    Both,
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default)]
+    pub sink: AuditSink,
+    /// JSON-lines file for `file`/`both`.
+    pub file: Option<Spanned<Env<PathBuf>>>,
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_file_bytes: u64,
+    #[serde(default = "default_audit_max_files")]
+    pub max_files: u32,
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            sink: AuditSink::default(),
+            file: None,
+            max_file_bytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
+            max_files: DEFAULT_AUDIT_MAX_FILES,
+            queue_capacity: DEFAULT_AUDIT_QUEUE_CAPACITY,
+        }
+    }
+}
+
+fn default_audit_max_bytes() -> u64 {
+    DEFAULT_AUDIT_MAX_FILE_BYTES
+}
+fn default_audit_max_files() -> u32 {
+    DEFAULT_AUDIT_MAX_FILES
+}
+fn default_audit_queue() -> usize {
+    DEFAULT_AUDIT_QUEUE_CAPACITY
 }
 
 #[derive(Debug, Deserialize)]
@@ -854,6 +917,13 @@ impl Config {
                 None,
                 "listener.cert_file and listener.key_file must be given together".into(),
             ));
+        }
+        match (self.audit.sink, &self.audit.file) {
+            (AuditSink::File | AuditSink::Both, None) => out.push((
+                None,
+                "audit.file is required when audit.sink is \"file\" or \"both\"".into(),
+            )),
+            _ => {}
         }
         if self.tokens.cache_capacity == 0 {
             out.push((None, "tokens.cache_capacity must be at least 1".into()));

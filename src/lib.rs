@@ -4,12 +4,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod dev;
 pub mod emulator;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod session;

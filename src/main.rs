@@ -73,10 +73,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => match Config::load(&config) {
+        Command::Run { config: path } => match Config::load(&path) {
             Ok(cfg) => {
                 init_logging_from(&cfg.log);
-                run_async(run(cfg))
+                run_async(run(cfg, path))
             }
             Err(errors) => {
                 eprintln!("{errors}");
@@ -150,9 +150,21 @@ fn init_logging_from(cfg: &LogConfig) {
     };
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     let running = smh_gateway::app::start(&cfg, shutdown.clone()).await?;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = running.reload(&path); }
+                _ = wait_for_signal() => break,
+            }
+        }
+    }
+    #[cfg(not(unix))]
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.stop().await;

@@ -190,3 +190,79 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(data)
 }
+
+/// The client listener's certificate, swappable at run time (SIGHUP) so a
+/// renewed certificate takes effect without dropping connections. A reload
+/// that fails keeps the last good certificate.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Loads cert + key; returns the resolver and the cert's notAfter (Unix s).
+    pub fn load(cert: &Path, key: &Path) -> Result<(Arc<Self>, i64), TlsError> {
+        let (ck, not_after) = certified_key(cert, key)?;
+        Ok((
+            Arc::new(Self {
+                current: std::sync::RwLock::new(Arc::new(ck)),
+            }),
+            not_after,
+        ))
+    }
+
+    /// Replaces the certificate; on error the old one stays.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<i64, TlsError> {
+        let (ck, not_after) = certified_key(cert, key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
+        Ok(not_after)
+    }
+
+    /// A server config that asks this resolver for its certificate.
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(cfg)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<(rustls::sign::CertifiedKey, i64), TlsError> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::Rustls)?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(TlsError::Rustls)?;
+    let not_after = not_after(&ck.cert[0]).ok_or_else(|| TlsError::NoCertificate {
+        path: cert.display().to_string(),
+    })?;
+    Ok((ck, not_after))
+}
+
+/// The certificate's notAfter as Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}

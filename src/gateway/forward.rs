@@ -2,6 +2,9 @@
 //! streamed when it is not; the upstream call; and spotting SMH's
 //! `InvalidAccessToken` answer without buffering any other response.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -28,22 +31,32 @@ pub enum RequestBody {
 impl RequestBody {
     /// Reads up to `limit` bytes. A body that ends within the limit is kept
     /// for replay; a longer one continues as a stream (prefix + rest).
+    /// `counter` receives the number of body bytes as they pass.
     pub async fn read(
         mut incoming: Incoming,
         headers: &HeaderMap,
         limit: usize,
+        counter: Arc<AtomicU64>,
     ) -> Result<Self, GatewayError> {
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Ok(Self::Streaming(Some(body::boxed(incoming))));
+            let counted = futures_util::StreamExt::map(BodyStream::new(incoming), move |r| {
+                count(&counter, r.map_err(BoxError::from))
+            });
+            return Ok(Self::Streaming(Some(
+                StreamBody::new(counted).boxed_unsync(),
+            )));
         }
         let mut buf = BytesMut::new();
         loop {
             match incoming.frame().await {
-                None => return Ok(Self::Buffered(buf.freeze())),
+                None => {
+                    counter.store(buf.len() as u64, Ordering::Relaxed);
+                    return Ok(Self::Buffered(buf.freeze()));
+                }
                 Some(Err(e)) => {
                     return Err(GatewayError::BadRequest(format!(
                         "reading request body: {e}"
@@ -74,6 +87,14 @@ impl RequestBody {
         matches!(self, Self::Buffered(_))
     }
 
+    /// The whole body when it was kept.
+    pub fn buffered(&self) -> Option<&[u8]> {
+        match self {
+            Self::Buffered(b) => Some(b),
+            Self::Streaming(_) => None,
+        }
+    }
+
     /// The body for one send. A streaming body can be taken once.
     fn take(&mut self) -> Body {
         match self {
@@ -98,11 +119,32 @@ pub struct Outgoing<'a> {
     pub request_id: &'a str,
 }
 
+fn count(
+    counter: &AtomicU64,
+    frame: Result<Frame<Bytes>, BoxError>,
+) -> Result<Frame<Bytes>, BoxError> {
+    if let Ok(f) = &frame {
+        if let Some(d) = f.data_ref() {
+            counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+    }
+    frame
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentKind {
+    /// SMH said the token is invalid.
+    InvalidToken,
+    Passed,
+}
+
 /// What came back from one send.
-pub enum Sent {
-    /// SMH said the token is invalid (the 403 body was consumed).
-    InvalidToken(Response<Body>),
-    Passed(Response<Body>),
+pub struct Sent {
+    pub kind: SentKind,
+    pub response: Response<Body>,
+    /// SMH's error code, read from small error bodies.
+    pub code: Option<String>,
+    pub upstream_latency: std::time::Duration,
 }
 
 /// Sends one request upstream with `token` injected.
@@ -126,6 +168,7 @@ pub async fn send(
     if let Ok(v) = HeaderValue::from_str(out.request_id) {
         headers.insert(super::REQUEST_ID_HEADER, v);
     }
+    let started = std::time::Instant::now();
     let resp = upstream.send(req).await.map_err(|e| {
         match &e {
             UpstreamError::Connect(m) => tracing::warn!(error = %m, "upstream connect failed"),
@@ -133,32 +176,52 @@ pub async fn send(
         }
         GatewayError::UpstreamUnavailable
     })?;
-    classify(resp).await
+    let upstream_latency = started.elapsed();
+    let (kind, response, code) = classify(resp).await?;
+    Ok(Sent {
+        kind,
+        response,
+        code,
+        upstream_latency,
+    })
 }
 
-/// Passes every response through as a stream, except a 403 whose JSON code
-/// must be read to know whether the token was rejected.
-async fn classify(resp: Response<Incoming>) -> Result<Sent, GatewayError> {
+/// Passes every response through as a stream, except small error bodies,
+/// which are read to learn SMH's error code (for the audit trail, and for
+/// a 403 to know whether the token was rejected) and then passed on whole.
+async fn classify(
+    resp: Response<Incoming>,
+) -> Result<(SentKind, Response<Body>, Option<String>), GatewayError> {
     let (mut parts, incoming) = resp.into_parts();
     rewrite::strip_response_headers(&mut parts.headers);
-    if parts.status != StatusCode::FORBIDDEN {
-        return Ok(Sent::Passed(Response::from_parts(
-            parts,
-            body::boxed(incoming),
-        )));
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let small = declared.is_some_and(|n| n <= MAX_ERROR_BODY_BYTES);
+    let must_read = parts.status == StatusCode::FORBIDDEN;
+    if parts.status.as_u16() < 400 || !(small || must_read) {
+        return Ok((
+            SentKind::Passed,
+            Response::from_parts(parts, body::boxed(incoming)),
+            None,
+        ));
     }
     let bytes = Limited::new(incoming, MAX_ERROR_BODY_BYTES)
         .collect()
         .await
         .map_err(|_| GatewayError::UpstreamUnavailable)?
         .to_bytes();
-    let invalid = serde_json::from_slice::<ErrorBody>(&bytes)
-        .map(|b| b.code == code::INVALID_ACCESS_TOKEN)
-        .unwrap_or(false);
-    let resp = Response::from_parts(parts, body::full(bytes));
-    Ok(if invalid {
-        Sent::InvalidToken(resp)
+    let code = serde_json::from_slice::<ErrorBody>(&bytes)
+        .ok()
+        .map(|b| b.code);
+    let kind = if parts.status == StatusCode::FORBIDDEN
+        && code.as_deref() == Some(code::INVALID_ACCESS_TOKEN)
+    {
+        SentKind::InvalidToken
     } else {
-        Sent::Passed(resp)
-    })
+        SentKind::Passed
+    };
+    Ok((kind, Response::from_parts(parts, body::full(bytes)), code))
 }

@@ -1,18 +1,20 @@
 //! The request path, top to bottom in one place (`Gateway::handle`), and the
 //! tower stack that wraps it (`Gateway::service`).
 //!
-//!  edge:      request id, tracing span, load shedding at the concurrency
-//!             limit, whole-request timeout, errors -> SMH-shaped responses
+//!  edge:      request id, tracing span, CORS preflight, load shedding at
+//!             the concurrency limit, whole-request timeout, errors ->
+//!             SMH-shaped responses, one audit record + metrics per request
 //!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest]
 //!  2 library: known LibraryId or 404
-//!  3 session: credential -> Session, or 401
-//!  4 policy:  roles -> grant, space, period, or 403
+//!  3 session: credential -> Session, or 401 (503 if the IdP is down)
+//!  4 policy:  roles -> grant, space, period, allowed operation, or 403
 //!  5 token:   cached per-user SMH token (single-flight mint), or 503
 //!  6 forward: strip client credentials, inject the token, stream; on
 //!             InvalidAccessToken drop that token, mint, replay once
 
 pub mod cors;
 pub mod forward;
+pub mod record;
 pub mod rewrite;
 pub mod route;
 
@@ -22,21 +24,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::policy::{Operation, Policy};
-use crate::session::SessionValidator;
+use crate::server::ConnInfo;
+use crate::session::{SessionOutcome, SessionValidator};
 use crate::smh::token::{MintError, TokenKey, TokenOutcome, TokenService};
 use crate::upstream::Upstream;
 
-use forward::{Outgoing, RequestBody, Sent};
+use forward::{Outgoing, RequestBody, SentKind};
+use record::{lock, Finisher, LogSlot, RecordedBody, RequestLog};
 use route::SmhRoute;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -52,6 +59,8 @@ pub struct RequestId(pub Arc<str>);
 pub struct Library {
     pub id: Arc<str>,
     pub upstream: Upstream,
+    /// Index of this library's metric handles.
+    pub metrics_idx: usize,
 }
 
 pub struct Gateway {
@@ -60,27 +69,48 @@ pub struct Gateway {
     pub policy: Policy,
     pub tokens: TokenService,
     pub replay_body_limit: usize,
+    pub metrics: Arc<Metrics>,
+    pub audit: Audit,
 }
 
 impl Gateway {
     /// The request path. Every stage either hands the next one what it
-    /// needs or returns the error that says why the request stops here.
+    /// needs or returns the error that says why the request stops here;
+    /// what each stage learns goes into `log` for the audit record.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
         request_id: &str,
+        log: &LogSlot,
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
 
         // 1. Route.
         let route = SmhRoute::parse(parts.uri.path())?;
         // 2. Library.
-        let library = self
-            .libraries
-            .get(route.library)
-            .ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
+        let library = self.libraries.get(route.library);
+        {
+            let mut l = lock(log);
+            l.resource = Some(route.resource.to_string());
+            l.space = route.space.map(str::to_string);
+            l.path = Some(route.rest.to_string());
+            if let Some(lib) = library {
+                l.library = Some(lib.id.clone());
+                l.lib_idx = Some(lib.metrics_idx);
+            }
+        }
+        let library =
+            library.ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
         // 3. Session.
-        let (session, _session_outcome) = self.sessions.authenticate(&parts).await?;
+        let authenticated = self.sessions.authenticate(&parts).await;
+        self.count_session(&authenticated);
+        let session = authenticated?.0;
+        {
+            let mut l = lock(log);
+            l.user_id = Some(session.user_id.clone());
+            l.client_id = Some(session.client_id.clone());
+            l.session_id = Some(session.session_id.clone());
+        }
         // 4. Policy.
         let op = Operation {
             method: &parts.method,
@@ -97,9 +127,22 @@ impl Gateway {
             grant: decision.grant,
             period_secs: decision.period_secs,
         };
-        let (mut token, mut _outcome) = self.tokens.get(&key).await.map_err(mint_error)?;
+        let (mut token, outcome) = self.tokens.get(&key).await.map_err(mint_error)?;
+        match outcome {
+            TokenOutcome::Hit => self.metrics.token_cache_hits.inc(),
+            _ => self.metrics.token_cache_misses.inc(),
+        }
+        lock(log).token = Some(outcome);
         // 6. Forward, replaying once if SMH rejects a token we thought live.
-        let mut body = RequestBody::read(incoming, &parts.headers, self.replay_body_limit).await?;
+        let counter = lock(log).request_bytes.clone();
+        let mut body =
+            RequestBody::read(incoming, &parts.headers, self.replay_body_limit, counter).await?;
+        lock(log).operation = Some(crate::smh::operation::name(
+            &parts.method,
+            route.resource,
+            parts.uri.query(),
+            body.buffered(),
+        ));
         let out = Outgoing {
             method: &parts.method,
             path: parts.uri.path(),
@@ -107,25 +150,38 @@ impl Gateway {
             headers: &parts.headers,
             request_id,
         };
-        let resp = match forward::send(&library.upstream, &out, &mut body, token.token()).await? {
-            Sent::Passed(resp) => resp,
-            Sent::InvalidToken(resp) => {
-                self.tokens.invalidate_if_same(&key, token.token()).await;
-                if !body.is_replayable() {
-                    // The body is gone; the client retries with its own
-                    // refresh logic and gets the fresh token then.
-                    resp
-                } else {
-                    tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
-                    (token, _) = self.tokens.get(&key).await.map_err(mint_error)?;
-                    _outcome = TokenOutcome::Reminted;
-                    match forward::send(&library.upstream, &out, &mut body, token.token()).await? {
-                        Sent::Passed(resp) | Sent::InvalidToken(resp) => resp,
-                    }
-                }
+        let mut sent = forward::send(&library.upstream, &out, &mut body, token.token()).await?;
+        if sent.kind == SentKind::InvalidToken {
+            self.tokens.invalidate_if_same(&key, token.token()).await;
+            // A streamed body is gone: the client's own refresh logic retries
+            // and gets the fresh token then.
+            if body.is_replayable() {
+                tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
+                self.metrics.remint(library.metrics_idx);
+                (token, _) = self.tokens.get(&key).await.map_err(mint_error)?;
+                lock(log).token = Some(TokenOutcome::Reminted);
+                sent = forward::send(&library.upstream, &out, &mut body, token.token()).await?;
             }
-        };
-        Ok(resp)
+        }
+        self.metrics
+            .observe_upstream(library.metrics_idx, sent.upstream_latency);
+        let mut l = lock(log);
+        l.code = sent.code;
+        l.upstream_latency = Some(sent.upstream_latency);
+        Ok(sent.response)
+    }
+
+    fn count_session(&self, r: &Result<(crate::session::Session, SessionOutcome), GatewayError>) {
+        let m = &self.metrics;
+        match r {
+            Ok((_, SessionOutcome::Cached)) => m.sessions_cached.inc(),
+            Ok((_, SessionOutcome::Validated)) => m.sessions_validated.inc(),
+            Err(GatewayError::MissingCredential | GatewayError::SmhEmptyAccessToken) => {
+                m.sessions_missing.inc()
+            }
+            Err(GatewayError::SessionBackendUnavailable) => m.sessions_unavailable.inc(),
+            Err(_) => m.sessions_invalid.inc(),
+        }
     }
 
     /// The full client-facing stack around [`Gateway::handle`].
@@ -143,6 +199,8 @@ impl Gateway {
         EdgeService {
             inner: tower::util::BoxCloneSyncService::new(inner),
             cors,
+            metrics: self.metrics.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -161,7 +219,7 @@ fn mint_error(e: MintError) -> GatewayError {
 }
 
 /// Adapts `Gateway::handle` to a tower service; errors become responses
-/// here because only this layer knows the request id.
+/// here because this layer has the request id.
 #[derive(Clone)]
 struct HandleService(Arc<Gateway>);
 
@@ -182,10 +240,16 @@ impl Service<Request<Incoming>> for HandleService {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_else(new_request_id);
-            Ok(match gw.handle(req, &rid).await {
+            let log = req
+                .extensions()
+                .get::<LogSlot>()
+                .cloned()
+                .unwrap_or_default();
+            Ok(match gw.handle(req, &rid, &log).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::debug!(error = %e, "request refused");
+                    lock(&log).code = Some(e.status_and_code().1.to_string());
                     e.to_response(&rid)
                 }
             })
@@ -193,12 +257,15 @@ impl Service<Request<Incoming>> for HandleService {
     }
 }
 
-/// The outermost layer: assigns the request id, opens the span, turns
-/// shedding and timeouts into SMH-shaped errors, stamps the response.
+/// The outermost layer: assigns the request id, opens the span, answers
+/// CORS preflights, turns shedding and timeouts into SMH-shaped errors,
+/// stamps the response, and ties the audit record to the response body.
 #[derive(Clone)]
 pub struct EdgeService {
     inner: tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, BoxError>,
     cors: Option<Arc<cors::Cors>>,
+    metrics: Arc<Metrics>,
+    audit: Audit,
 }
 
 impl Service<Request<Incoming>> for EdgeService {
@@ -213,9 +280,16 @@ impl Service<Request<Incoming>> for EdgeService {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let started = Instant::now();
+        let time = SystemTime::now();
+        self.metrics.in_flight.inc();
         let rid = client_request_id(&req).unwrap_or_else(new_request_id);
         req.extensions_mut().insert(RequestId(rid.clone()));
-        let span = tracing::info_span!("request", id = %rid, method = %req.method());
+        let slot: LogSlot = Arc::new(std::sync::Mutex::new(RequestLog::default()));
+        req.extensions_mut().insert(slot.clone());
+        let client_addr = req.extensions().get::<ConnInfo>().map(|c| c.remote);
+        let method = req.method().clone();
+        let span = tracing::debug_span!("request", id = %rid, method = %method);
         let cors = self.cors.clone();
         // Preflights are answered here: before sessions, without credentials.
         let preflight = cors.as_ref().and_then(|c| c.preflight(&req, &rid));
@@ -223,14 +297,20 @@ impl Service<Request<Incoming>> for EdgeService {
             .as_ref()
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
         let inner = self.inner.clone();
+        let metrics = self.metrics.clone();
+        let audit = self.audit.clone();
         Box::pin(
             async move {
                 let mut resp = match preflight {
-                    Some(resp) => resp,
-                    None => inner
-                        .oneshot(req)
-                        .await
-                        .unwrap_or_else(|e| edge_error(&e).to_response(&rid)),
+                    Some(resp) => {
+                        lock(&slot).operation = Some("cors.preflight".into());
+                        resp
+                    }
+                    None => inner.oneshot(req).await.unwrap_or_else(|e| {
+                        let err = edge_error(&e);
+                        lock(&slot).code = Some(err.status_and_code().1.to_string());
+                        err.to_response(&rid)
+                    }),
                 };
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut resp);
@@ -238,7 +318,21 @@ impl Service<Request<Incoming>> for EdgeService {
                 if let Ok(v) = HeaderValue::from_str(&rid) {
                     resp.headers_mut().insert(REQUEST_ID_HEADER, v);
                 }
-                Ok(resp)
+                let status = resp.status().as_u16();
+                let fin = Finisher {
+                    slot,
+                    started,
+                    time,
+                    request_id: rid,
+                    method,
+                    status,
+                    client_addr,
+                    metrics,
+                    audit,
+                    response_bytes: 0,
+                    done: false,
+                };
+                Ok(resp.map(|inner| RecordedBody { inner, fin }.boxed_unsync()))
             }
             .instrument(span),
         )

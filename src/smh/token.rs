@@ -20,6 +20,7 @@ use moka::Expiry;
 
 use crate::body;
 use crate::config::Secret;
+use crate::metrics::{Metrics, MintOutcome};
 use crate::smh::wire::{ErrorBody, TokenResponse};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -88,6 +89,8 @@ pub enum MintError {
 pub struct MintTarget {
     pub upstream: Upstream,
     pub secret: Secret,
+    /// Index of the library's metric handles.
+    pub metrics_idx: usize,
 }
 
 struct TokenExpiry {
@@ -123,6 +126,7 @@ pub struct TokenService {
     targets: Arc<HashMap<Arc<str>, MintTarget>>,
     margin: Duration,
     mints: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl TokenService {
@@ -131,6 +135,7 @@ impl TokenService {
         capacity: u64,
         margin: Duration,
         max_age: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
@@ -141,6 +146,7 @@ impl TokenService {
             targets: Arc::new(targets),
             margin,
             mints: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
     }
 
@@ -198,9 +204,17 @@ impl TokenService {
             MintError::Rejected(format!("library {} not configured", key.library))
         })?;
         let started = Instant::now();
-        let resp = tokio::time::timeout(MINT_TIMEOUT, mint_call(target, key))
+        let result = tokio::time::timeout(MINT_TIMEOUT, mint_call(target, key))
             .await
-            .map_err(|_| MintError::Unavailable("token API timed out".into()))??;
+            .unwrap_or_else(|_| Err(MintError::Unavailable("token API timed out".into())));
+        let outcome = match &result {
+            Ok(_) => MintOutcome::Ok,
+            Err(MintError::Unavailable(_)) => MintOutcome::Unavailable,
+            Err(MintError::Rejected(_)) => MintOutcome::Rejected,
+        };
+        self.metrics
+            .observe_mint(target.metrics_idx, outcome, started.elapsed());
+        let resp = result?;
         self.mints.fetch_add(1, Ordering::Relaxed);
         let lifetime = Duration::from_secs(if resp.expires_in > 0 {
             resp.expires_in
