@@ -95,7 +95,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Shut
 async fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/admin/v1/") {
-        return admin_api(&req, rest, state);
+        return admin_api(&req, rest, state).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -104,7 +104,7 @@ async fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(state).await,
         "/metrics" => {
-            refresh_sampled_gauges(state);
+            refresh_sampled_gauges(state).await;
             match state.metrics.render() {
                 Ok(out) => Response::builder()
                     .header(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)
@@ -168,12 +168,12 @@ async fn upstreams_reachable(state: &AdminState) -> Result<(), String> {
     result
 }
 
-fn refresh_sampled_gauges(state: &AdminState) {
+async fn refresh_sampled_gauges(state: &AdminState) {
     if let Some(gw) = state.gateway.get() {
         state
             .metrics
             .token_cache_entries
-            .set(gw.tokens.entry_count() as i64);
+            .set(gw.tokens.entry_count().await as i64);
         state
             .metrics
             .session_cache_entries
@@ -182,7 +182,7 @@ fn refresh_sampled_gauges(state: &AdminState) {
 }
 
 /// `/admin/v1/*`: disabled without a configured token; constant-time check.
-fn admin_api(req: &Request<Incoming>, rest: &str, state: &AdminState) -> Response<Body> {
+async fn admin_api(req: &Request<Incoming>, rest: &str, state: &AdminState) -> Response<Body> {
     let Some(expected) = &state.token else {
         return text(
             StatusCode::NOT_FOUND,
@@ -214,7 +214,7 @@ fn admin_api(req: &Request<Incoming>, rest: &str, state: &AdminState) -> Respons
                     "version": env!("CARGO_PKG_VERSION"),
                     "ready": state.readiness.is_ready(),
                     "libraries": libraries,
-                    "token_cache_entries": gw.tokens.entry_count(),
+                    "token_cache_entries": gw.tokens.entry_count().await,
                     "session_cache_entries": gw.sessions.cached(),
                 }),
             )

@@ -918,12 +918,12 @@ impl Config {
                 "listener.cert_file and listener.key_file must be given together".into(),
             ));
         }
-        match (self.audit.sink, &self.audit.file) {
-            (AuditSink::File | AuditSink::Both, None) => out.push((
+        if matches!(self.audit.sink, AuditSink::File | AuditSink::Both) && self.audit.file.is_none()
+        {
+            out.push((
                 None,
                 "audit.file is required when audit.sink is \"file\" or \"both\"".into(),
-            )),
-            _ => {}
+            ));
         }
         if self.tokens.cache_capacity == 0 {
             out.push((None, "tokens.cache_capacity must be at least 1".into()));

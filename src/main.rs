@@ -151,12 +151,14 @@ fn init_logging_from(cfg: &LogConfig) {
 }
 
 async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    // Installed before start-up so an early SIGHUP reloads instead of
+    // killing the process (the default action).
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let shutdown = Shutdown::default();
     let running = smh_gateway::app::start(&cfg, shutdown.clone()).await?;
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = running.reload(&path); }

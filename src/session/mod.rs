@@ -272,6 +272,7 @@ impl SessionValidator {
 
     /// Sessions in the cache (for metrics).
     pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 }

@@ -190,7 +190,9 @@ impl TokenService {
         self.mints.load(Ordering::Relaxed)
     }
 
-    pub fn entry_count(&self) -> u64 {
+    /// Entries now, after applying pending evictions (moka counts lazily).
+    pub async fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 
