@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{parse_prometheus, sample, ChildGateway, Harness};
-use smh_gateway::emulator::EmulatorConfig;
 
 const ADMIN_TOKEN: &str = "admin-token-7d1e0c5b";
 
