@@ -65,6 +65,10 @@ enum Command {
         /// Directory for the throw-away CA certificate (default: a new temp dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Delay every token-API answer by this many milliseconds (to show
+        /// that one slow mint does not hold up other users' requests).
+        #[arg(long, default_value_t = 0)]
+        token_latency_ms: u64,
     },
 }
 
@@ -103,9 +107,16 @@ fn main() -> ExitCode {
             library_id,
             spaces,
             state_dir,
+            token_latency_ms,
         } => {
             init_logging();
-            run_async(emulator(listen, library_id, spaces, state_dir))
+            run_async(emulator(
+                listen,
+                library_id,
+                spaces,
+                state_dir,
+                token_latency_ms,
+            ))
         }
     }
 }
@@ -229,6 +240,7 @@ async fn emulator(
     library_id: String,
     spaces: Vec<String>,
     state_dir: Option<PathBuf>,
+    token_latency_ms: u64,
 ) -> anyhow::Result<()> {
     let config = EmulatorConfig {
         library_id,
@@ -237,6 +249,10 @@ async fn emulator(
         ..EmulatorConfig::default()
     };
     let emu = Emulator::start(config, listen).await?;
+    if token_latency_ms > 0 {
+        emu.hooks()
+            .set_token_api_latency(std::time::Duration::from_millis(token_latency_ms));
+    }
     let dir = match state_dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("smh-emulator-{}", emu.addr().port())),
