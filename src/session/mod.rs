@@ -160,9 +160,43 @@ impl SessionValidator {
                 ));
             }
         }
-        let (session, valid_for) = match &self.validator {
+        let (session, valid_for) = self.validate(&credential, &key).await?;
+        if !valid_for.is_zero() {
+            self.cache.insert(
+                key,
+                Arc::new(CachedSession {
+                    session: session.clone(),
+                    valid_until: Instant::now() + valid_for,
+                }),
+            );
+        }
+        Ok((
+            self.with_client_header(&session, parts),
+            SessionOutcome::Validated,
+        ))
+    }
+
+    /// Validates without the session cache (benchmarks, diagnostics).
+    pub async fn authenticate_uncached(&self, parts: &Parts) -> Result<Session, GatewayError> {
+        let credential = credential::extract(&self.sources, parts)?;
+        if credential.len() > MAX_CREDENTIAL_BYTES {
+            return Err(GatewayError::InvalidSession("credential too large".into()));
+        }
+        let key = digest(&credential);
+        let (session, _) = self.validate(&credential, &key).await?;
+        Ok(self.with_client_header(&session, parts))
+    }
+
+    /// Checks a credential with the configured validator: the session and
+    /// how long it may be cached.
+    async fn validate(
+        &self,
+        credential: &str,
+        key: &[u8; 32],
+    ) -> Result<(Session, Duration), GatewayError> {
+        Ok(match &self.validator {
             Validator::Jwt(v) => {
-                let verified = v.validate(&credential).await?;
+                let verified = v.validate(credential).await?;
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -172,7 +206,7 @@ impl SessionValidator {
                 (self.session_from_claims(verified.claims)?, valid_for)
             }
             Validator::Introspection(i) => {
-                let id = i.check(&credential, &key).await?;
+                let id = i.check(credential, key).await?;
                 let ttl = id
                     .expires_in
                     .map_or(i.ttl, |s| i.ttl.min(Duration::from_secs(s)));
@@ -197,20 +231,7 @@ impl SessionValidator {
                 };
                 (session, ttl)
             }
-        };
-        if !valid_for.is_zero() {
-            self.cache.insert(
-                key,
-                Arc::new(CachedSession {
-                    session: session.clone(),
-                    valid_until: Instant::now() + valid_for,
-                }),
-            );
-        }
-        Ok((
-            self.with_client_header(&session, parts),
-            SessionOutcome::Validated,
-        ))
+        })
     }
 
     fn session_from_claims(&self, claims: Map<String, Value>) -> Result<Session, GatewayError> {

@@ -1,0 +1,239 @@
+//! Micro-benchmarks of the work the gateway does per request. What each
+//! guards is written in benches/README.md.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use smh_gateway::audit::AuditRecord;
+use smh_gateway::config::Config;
+use smh_gateway::emulator::{Emulator, EmulatorConfig};
+use smh_gateway::error::GatewayError;
+use smh_gateway::gateway::rewrite;
+use smh_gateway::gateway::route::SmhRoute;
+use smh_gateway::metrics::Metrics;
+use smh_gateway::session::SessionValidator;
+use smh_gateway::smh::token::{MintTarget, TokenKey, TokenService};
+use smh_gateway::upstream::Upstream;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+
+fn route_and_rewrite(c: &mut Criterion) {
+    let path = "/api/v1/file/smh1a2b3c4d/-/photos%2F2026%2Fsummer%2FIMG_0042.jpg";
+    let query = "info&access_token=acctkSTOLEN&period=600&with_short_link=1&user_id=root";
+    c.bench_function("route_parse", |b| {
+        b.iter(|| SmhRoute::parse(black_box(path)).unwrap())
+    });
+    c.bench_function("query_rewrite", |b| {
+        b.iter(|| {
+            rewrite::upstream_path_and_query(
+                black_box(path),
+                black_box(Some(query)),
+                "acctk01f7af4f07me88u2svxwp9tszuekqlprquuejx",
+            )
+        })
+    });
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in [
+        ("authorization", "Bearer eyJhbGciOi.x.y"),
+        ("cookie", "a=b"),
+        ("user-agent", "smh-sdk-js/1.0.16"),
+        ("accept", "application/json"),
+        ("x-request-id", "abc"),
+        ("x-smh-meta-album", "summer"),
+    ] {
+        headers.insert(k, v.parse().unwrap());
+    }
+    c.bench_function("strip_request_headers", |b| {
+        b.iter(|| {
+            let mut h = headers.clone();
+            rewrite::strip_request_headers(&mut h);
+            h
+        })
+    });
+}
+
+fn token_cache_hit(c: &mut Criterion) {
+    smh_gateway::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(Emulator::start(
+            EmulatorConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ))
+        .unwrap();
+    let ca = rustls::pki_types::pem::PemObject::from_pem_slice(emu.ca_pem().as_bytes()).unwrap();
+    let upstream = rt
+        .block_on(async {
+            Upstream::new(
+                &emu.base_url(),
+                &[ca],
+                Duration::from_secs(5),
+                Duration::from_secs(90),
+            )
+        })
+        .unwrap();
+    let metrics = Arc::new(Metrics::new(&[emu.library_id().to_string()]));
+    let lib: Arc<str> = Arc::from(emu.library_id());
+    let mut targets = std::collections::HashMap::new();
+    targets.insert(
+        lib.clone(),
+        MintTarget {
+            upstream,
+            secret: smh_gateway::config::Secret::new(emu.library_secret()),
+            metrics_idx: 0,
+        },
+    );
+    let tokens = TokenService::new(
+        targets,
+        100_000,
+        Duration::from_secs(60),
+        Duration::from_secs(43200),
+        metrics,
+    );
+    let key = TokenKey {
+        library: lib,
+        spaces: Arc::from(""),
+        user_id: Arc::from("alice"),
+        client_id: Arc::from("phone"),
+        grant: Arc::from("create_directory,upload_file"),
+        period_secs: 3600,
+    };
+    rt.block_on(tokens.get(&key)).unwrap();
+    c.bench_function("token_cache_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { tokens.get(black_box(&key)).await.unwrap() })
+    });
+    emu.shutdown();
+}
+
+fn sessions(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let vectors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/vectors.json")).unwrap())
+            .unwrap();
+    let toml = format!(
+        r#"
+[[library]]
+id = "lib"
+secret_file = "/etc/hostname"
+[[role]]
+name = "editor"
+[session]
+client_claim = "cid"
+[session.jwt]
+algorithms = ["HS256", "RS256", "PS256", "ES256", "ES384", "EdDSA"]
+hmac_secret_file = "{FIXTURES}/hs-secret.txt"
+jwks_file = "{FIXTURES}/jwks.json"
+issuer = "https://login.example.test"
+audience = "smh-gateway"
+"#
+    );
+    let cfg = Config::parse(&toml, "bench.toml").unwrap();
+    let validator = rt
+        .block_on(SessionValidator::from_config(
+            &cfg.session,
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    let mut group = c.benchmark_group("session");
+    for (case, alg) in [
+        ("hs256_valid", "HS256"),
+        ("rs256_valid", "RS256"),
+        ("ps256_valid", "PS256"),
+        ("es256_valid", "ES256"),
+        ("es384_valid", "ES384"),
+        ("eddsa_valid", "EdDSA"),
+    ] {
+        let token = vectors["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == case)
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let parts = http::Request::builder()
+            .uri("/api/v1/directory/lib/-/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        group.bench_function(format!("{alg}_cold"), |b| {
+            b.iter(|| {
+                rt.block_on(validator.authenticate_uncached(black_box(&parts)))
+                    .unwrap()
+            })
+        });
+        rt.block_on(validator.authenticate(&parts)).unwrap();
+        group.bench_function(format!("{alg}_cached"), |b| {
+            b.iter(|| {
+                rt.block_on(validator.authenticate(black_box(&parts)))
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn error_rendering(c: &mut Criterion) {
+    c.bench_function("error_to_response", |b| {
+        b.iter(|| {
+            GatewayError::SpaceNotAllowed(black_box("team9").to_string())
+                .to_response("0123456789abcdef0123456789abcdef")
+        })
+    });
+}
+
+fn audit_encoding(c: &mut Criterion) {
+    let rec = AuditRecord {
+        time: SystemTime::now(),
+        request_id: Arc::from("0123456789abcdef0123456789abcdef"),
+        user_id: Some(Arc::from("alice")),
+        client_id: Some(Arc::from("phone")),
+        session_id: Some(Arc::from("sess-42")),
+        library: Some(Arc::from("smh1a2b3c4d")),
+        space: Some("-".into()),
+        method: "PUT".into(),
+        resource: Some("file".into()),
+        operation: Some("file.upload".into()),
+        path: Some("photos/2026/summer/IMG_0042.jpg".into()),
+        status: 201,
+        code: None,
+        request_bytes: 120,
+        response_bytes: 312,
+        latency_ms: 4.25,
+        upstream_latency_ms: Some(3.5),
+        token: Some("hit"),
+        client_addr: Some("203.0.113.7:53000".into()),
+    };
+    let mut buf = Vec::with_capacity(1024);
+    c.bench_function("audit_record_encode", |b| {
+        b.iter(|| {
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&rec)).unwrap();
+            buf.len()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    route_and_rewrite,
+    token_cache_hit,
+    sessions,
+    error_rendering,
+    audit_encoding
+);
+criterion_main!(benches);
