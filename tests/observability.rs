@@ -536,3 +536,36 @@ async fn admin_api_needs_the_token_and_sighup_reloads_the_certificate() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let h = Harness::start().await;
+    let config = child_config(
+        &h,
+        "json-logs.toml",
+        "[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+    );
+    let gw = ChildGateway::spawn(&config, "", Stdio::null());
+    let lib = h.lib().to_string();
+    let alice = h.session("alice", &["viewer"]);
+    let r = h
+        .client
+        .get(gw.url(&format!("/api/v1/directory/{lib}/-/?by-marker")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let logs = gw.logs();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(!logs.contains(&alice), "session never logged");
+}

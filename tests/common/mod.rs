@@ -197,10 +197,15 @@ impl ChildGateway {
     /// process's standard output (the audit sink `stdout`) goes.
     pub fn spawn(config: &std::path::Path, rust_log: &str, stdout: std::process::Stdio) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smh-gateway"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", rust_log)
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_smh-gateway"));
+        cmd.args(["run", "--config"]).arg(config);
+        // An empty `rust_log` leaves the level to the config file.
+        if rust_log.is_empty() {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env("RUST_LOG", rust_log);
+        }
+        let mut child = cmd
             .stdout(stdout)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -221,7 +226,16 @@ impl ChildGateway {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("gateway did not start: {:?}", logs.lock().unwrap()));
+        // Human format: `... addr=1.2.3.4:5 admin_addr=...`; JSON format:
+        // `{"fields":{"message":"...","addr":"1.2.3.4:5",...}}`.
+        let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
         let field = |name: &str| -> std::net::SocketAddr {
+            if let Some(v) = &json {
+                return v["fields"][name]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in {line:?}"));
+            }
             line.split(&format!("{name}="))
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
