@@ -4,7 +4,7 @@
 //! reaches SMH.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::Method;
 
@@ -92,9 +92,26 @@ pub struct Decision {
     pub period_secs: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The union of a session's roles, computed once per distinct role list.
+#[derive(Debug)]
+struct RoleSet {
+    known: bool,
+    grant: Arc<str>,
+    spaces: Vec<String>,
+    period_secs: u64,
+    /// `None`: some role allows every operation.
+    operations: Option<Vec<OperationPattern>>,
+}
+
+/// Distinct role lists remembered; real deployments have a handful, and
+/// the bound keeps a flood of invented role claims from growing memory.
+const MAX_MEMOISED_ROLE_SETS: usize = 10_000;
+
+#[derive(Debug, Default)]
 pub struct Policy {
     roles: HashMap<String, Role>,
+    memo: RwLock<HashMap<Arc<[String]>, Arc<RoleSet>>>,
+    no_space: Arc<str>,
 }
 
 impl Policy {
@@ -121,7 +138,57 @@ impl Policy {
                 )
             })
             .collect();
-        Self { roles }
+        Self {
+            roles,
+            memo: RwLock::default(),
+            no_space: Arc::from(""),
+        }
+    }
+
+    fn role_set(&self, names: &Arc<[String]>) -> Arc<RoleSet> {
+        if let Some(set) = self
+            .memo
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&**names)
+        {
+            return set.clone();
+        }
+        let roles: Vec<&Role> = names.iter().filter_map(|n| self.roles.get(n)).collect();
+        let grant: BTreeSet<&str> = roles
+            .iter()
+            .flat_map(|r| r.grant.iter().map(String::as_str))
+            .collect();
+        let operations = if roles.iter().any(|r| r.operations.is_none()) {
+            None
+        } else {
+            Some(
+                roles
+                    .iter()
+                    .flat_map(|r| r.operations.iter().flatten().cloned())
+                    .collect(),
+            )
+        };
+        let set = Arc::new(RoleSet {
+            known: !roles.is_empty(),
+            grant: grant.into_iter().collect::<Vec<_>>().join(",").into(),
+            spaces: roles
+                .iter()
+                .flat_map(|r| r.spaces.iter().cloned())
+                .collect(),
+            period_secs: roles
+                .iter()
+                .map(|r| r.period_secs)
+                .min()
+                .unwrap_or(DEFAULT_TOKEN_PERIOD_SECS),
+            operations,
+        });
+        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= MAX_MEMOISED_ROLE_SETS {
+            memo.clear();
+        }
+        memo.insert(names.clone(), set.clone());
+        set
     }
 
     /// Decides for `session` doing `op` in `space` (None = library-level).
@@ -134,53 +201,33 @@ impl Policy {
         space: Option<&str>,
         op: Operation<'_>,
     ) -> Result<Decision, GatewayError> {
-        let roles: Vec<&Role> = session
-            .roles
-            .iter()
-            .filter_map(|name| self.roles.get(name))
-            .collect();
-        if roles.is_empty() {
+        let set = self.role_set(&session.roles);
+        if !set.known {
             return Err(GatewayError::OperationNotAllowed(
                 "the session has no role known to the gateway".into(),
             ));
         }
-        let allowed = roles.iter().any(|r| match &r.operations {
-            None => true,
-            Some(list) => list.iter().any(|p| p.matches(&op)),
-        });
-        if !allowed {
-            return Err(GatewayError::OperationNotAllowed(format!(
-                "{} {} is not in the session's allowed operations",
-                op.method, op.resource
-            )));
+        if let Some(list) = &set.operations {
+            if !list.iter().any(|p| p.matches(&op)) {
+                return Err(GatewayError::OperationNotAllowed(format!(
+                    "{} {} is not in the session's allowed operations",
+                    op.method, op.resource
+                )));
+            }
         }
         if let Some(space) = space {
-            let reachable = roles
-                .iter()
-                .flat_map(|r| r.spaces.iter())
-                .any(|pattern| space_matches(pattern, space, session));
-            if !reachable {
+            if !set.spaces.iter().any(|p| space_matches(p, space, session)) {
                 return Err(GatewayError::SpaceNotAllowed(space.to_string()));
             }
         }
-        let grant: BTreeSet<&str> = roles
-            .iter()
-            .flat_map(|r| r.grant.iter().map(String::as_str))
-            .collect();
-        let grant = grant.into_iter().collect::<Vec<_>>().join(",");
-        let period_secs = roles
-            .iter()
-            .map(|r| r.period_secs)
-            .min()
-            .unwrap_or(DEFAULT_TOKEN_PERIOD_SECS);
         let token_space = match space {
-            None | Some(SINGLE_TENANT_SPACE) => "",
-            Some(s) => s,
+            None | Some(SINGLE_TENANT_SPACE) => self.no_space.clone(),
+            Some(s) => Arc::from(s),
         };
         Ok(Decision {
-            grant: grant.into(),
-            token_space: token_space.into(),
-            period_secs,
+            grant: set.grant.clone(),
+            token_space,
+            period_secs: set.period_secs,
         })
     }
 }
