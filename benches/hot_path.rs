@@ -143,6 +143,7 @@ audience = "smh-gateway"
         .block_on(SessionValidator::from_config(
             &cfg.session,
             Duration::from_secs(5),
+            Vec::new(),
         ))
         .unwrap();
     let mut group = c.benchmark_group("session");

@@ -139,7 +139,12 @@ pub async fn build_gateway(
     );
     Ok(Gateway {
         libraries,
-        sessions: SessionValidator::from_config(&cfg.session, connect_timeout).await?,
+        sessions: SessionValidator::from_config(
+            &cfg.session,
+            connect_timeout,
+            crate::policy::referenced_claims(&cfg.roles),
+        )
+        .await?,
         policy: Policy::from_config(&cfg.roles),
         tokens,
         replay_body_limit: cfg.limits.replay_body_limit_bytes,

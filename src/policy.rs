@@ -232,6 +232,20 @@ impl Policy {
     }
 }
 
+/// The claim names `{claims.NAME}` space templates read, so sessions keep
+/// only those.
+pub fn referenced_claims(roles: &[toml::Spanned<RoleConfig>]) -> Vec<String> {
+    let mut names: Vec<String> = roles
+        .iter()
+        .flat_map(|r| r.get_ref().spaces.iter())
+        .filter_map(|p| p.strip_prefix("{claims.").and_then(|r| r.strip_suffix('}')))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// `*`, a literal SpaceId, or a template filled from the session. A
 /// template that resolves to nothing matches nothing.
 fn space_matches(pattern: &str, space: &str, session: &Session) -> bool {

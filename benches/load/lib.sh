@@ -96,11 +96,16 @@ EOF
 write_upstream_conf() {
   local d=$1 port=$2 tls=$3
   mkdir -p "$d/www" "$d/logs" "$d/tmp"
+  # nginx workers run as an unprivileged user: let them reach the docroot
+  # (mktemp -d makes 0700 directories).
+  chmod 711 "$(dirname "$d")"
+  chmod 755 "$d" "$d/www"
   # A realistic ~300 byte SMH directory listing (by-marker shape).
   cat >"$d/www/listing.json" <<'EOF'
 {"path":[],"contents":[{"name":"photos","type":"dir","creationTime":"2024-05-01T08:00:00Z","modificationTime":"2024-05-02T09:30:00Z"},{"name":"report.pdf","type":"file","size":"482133","eTag":"\"9b2cf535f27731c974343645a3985328\"","crc64":"8422573640286718521","creationTime":"2024-05-03T10:00:00Z"}],"eof":true}
 EOF
   [ -f "$d/www/big.bin" ] || head -c 1048576 /dev/urandom >"$d/www/big.bin"
+  chmod 644 "$d/www/listing.json" "$d/www/big.bin"
   cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;

@@ -82,7 +82,15 @@ pub struct SessionValidator {
     default_roles: Arc<[String]>,
     leeway: Duration,
     smh_compatible_errors: bool,
+    /// Claims policy templates read (`{claims.NAME}`); only these are kept
+    /// in cached sessions, so a session costs its ids, not its whole token.
+    kept_claims: Vec<String>,
+    /// One shared role list per distinct set of roles.
+    role_lists: std::sync::RwLock<std::collections::HashMap<Vec<String>, Arc<[String]>>>,
 }
+
+/// Distinct role lists interned; beyond this, lists are simply not shared.
+const MAX_INTERNED_ROLE_LISTS: usize = 10_000;
 
 impl std::fmt::Debug for SessionValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,9 +102,11 @@ impl std::fmt::Debug for SessionValidator {
 }
 
 impl SessionValidator {
+    /// `kept_claims`: the claim names policy templates use.
     pub async fn from_config(
         cfg: &SessionConfig,
         connect_timeout: Duration,
+        kept_claims: Vec<String>,
     ) -> anyhow::Result<Self> {
         let sources = cfg
             .credentials
@@ -129,6 +139,8 @@ impl SessionValidator {
             default_roles: cfg.default_roles.clone().into(),
             leeway: Duration::from_secs(cfg.jwt.leeway_secs),
             smh_compatible_errors: cfg.smh_compatible_errors,
+            kept_claims,
+            role_lists: Default::default(),
         })
     }
 
@@ -210,23 +222,16 @@ impl SessionValidator {
                 let ttl = id
                     .expires_in
                     .map_or(i.ttl, |s| i.ttl.min(Duration::from_secs(s)));
-                let roles: Arc<[String]> = match id.roles {
-                    Some(r) if !r.is_empty() => r.into(),
-                    _ => {
-                        let from_claims = roles_from(&id.claims, &self.roles_claim);
-                        if from_claims.is_empty() {
-                            self.default_roles.clone()
-                        } else {
-                            from_claims.into()
-                        }
-                    }
+                let roles = match id.roles {
+                    Some(r) if !r.is_empty() => self.intern_roles(r),
+                    _ => self.roles_or_default(roles_from(&id.claims, &self.roles_claim)),
                 };
                 let session = Session {
                     user_id: id.user_id.into(),
                     client_id: id.client_id.unwrap_or_default().into(),
                     session_id: id.session_id.unwrap_or_default().into(),
                     roles,
-                    claims: Arc::new(id.claims),
+                    claims: Arc::new(self.keep_claims(id.claims)),
                     issued_at: None,
                 };
                 (session, ttl)
@@ -251,14 +256,42 @@ impl SessionValidator {
             user_id: user_id.into(),
             client_id: client_id.into(),
             session_id: session_id.into(),
-            roles: if roles.is_empty() {
-                self.default_roles.clone()
-            } else {
-                roles.into()
-            },
+            roles: self.roles_or_default(roles),
             issued_at: claims.get("iat").and_then(Value::as_u64),
-            claims: Arc::new(claims),
+            claims: Arc::new(self.keep_claims(claims)),
         })
+    }
+
+    fn roles_or_default(&self, roles: Vec<String>) -> Arc<[String]> {
+        if roles.is_empty() {
+            self.default_roles.clone()
+        } else {
+            self.intern_roles(roles)
+        }
+    }
+
+    fn intern_roles(&self, roles: Vec<String>) -> Arc<[String]> {
+        if let Some(shared) = self
+            .role_lists
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&roles)
+        {
+            return shared.clone();
+        }
+        let mut lists = self.role_lists.write().unwrap_or_else(|p| p.into_inner());
+        if lists.len() >= MAX_INTERNED_ROLE_LISTS {
+            return roles.into();
+        }
+        lists
+            .entry(roles.clone())
+            .or_insert_with(|| roles.into())
+            .clone()
+    }
+
+    fn keep_claims(&self, mut claims: Map<String, Value>) -> Map<String, Value> {
+        claims.retain(|k, _| self.kept_claims.iter().any(|c| c == k));
+        claims
     }
 
     /// A session without a client id from its credential takes the one
