@@ -576,3 +576,53 @@ async fn cached_tokens_slide_with_use_and_expire_before_smh_would() {
         "expired a margin before SMH would"
     );
 }
+
+#[tokio::test]
+async fn over_the_concurrency_limit_is_503_and_slow_upstreams_hit_the_deadline() {
+    let h = Arc::new(
+        Harness::start_with(
+            EmulatorConfig::default(),
+            "[limits]\nmax_concurrent_requests = 2\nrequest_timeout_secs = 2\n",
+        )
+        .await,
+    );
+    let lib = h.lib().to_string();
+    let s = h.session("pat", &["viewer"]);
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    assert_eq!(h.get(&list, &s).await.status(), 200, "warm the token");
+    h.hooks().set_latency(std::time::Duration::from_millis(700));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (h, s, list) = (h.clone(), s.clone(), list.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = h.get(&list, &s).await;
+            let retry = r.headers().get("retry-after").is_some();
+            let status = r.status().as_u16();
+            let code = if status == 200 {
+                String::new()
+            } else {
+                error_code(r).await.1
+            };
+            (status, code, retry)
+        }));
+    }
+    let mut ok = 0;
+    let mut shed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _, _) => ok += 1,
+            (503, code, true) if code == "ServerOverloaded" => shed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        ok >= 2 && shed >= 1 && ok + shed == 8,
+        "ok {ok} shed {shed}"
+    );
+
+    h.hooks()
+        .set_latency(std::time::Duration::from_millis(2500));
+    let (status, code, _) = error_code(h.get(&list, &s).await).await;
+    assert_eq!((status, code.as_str()), (504, "RequestTimeout"));
+    h.hooks().set_latency(std::time::Duration::ZERO);
+}

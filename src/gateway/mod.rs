@@ -4,6 +4,7 @@
 //!  edge:      request id, tracing span, CORS preflight, load shedding at
 //!             the concurrency limit, whole-request timeout, errors ->
 //!             SMH-shaped responses, one audit record + metrics per request
+//!             (`EdgeService`)
 //!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest]
 //!  2 library: known LibraryId or 404
 //!  3 session: credential -> Session, or 401 (503 if the IdP is down)
@@ -29,11 +30,12 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tokio::sync::Semaphore;
+use tower::Service;
 use tracing::Instrument;
 
 use crate::audit::Audit;
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::{Operation, Policy};
@@ -49,10 +51,6 @@ use route::SmhRoute;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A client-supplied request id longer than this is replaced, not trusted.
 const MAX_CLIENT_REQUEST_ID_LEN: usize = 128;
-
-/// The request id, in request extensions for every stage after the edge.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
 
 /// One SMH library the gateway fronts.
 #[derive(Debug)]
@@ -184,23 +182,18 @@ impl Gateway {
         }
     }
 
-    /// The full client-facing stack around [`Gateway::handle`].
+    /// The client-facing service around [`Gateway::handle`].
     pub fn service(
         self: &Arc<Self>,
         timeout: Duration,
         max_concurrent: usize,
         cors: Option<Arc<cors::Cors>>,
     ) -> EdgeService {
-        let inner = ServiceBuilder::new()
-            .load_shed()
-            .concurrency_limit(max_concurrent)
-            .timeout(timeout)
-            .service(HandleService(self.clone()));
         EdgeService {
-            inner: tower::util::BoxCloneSyncService::new(inner),
+            gateway: self.clone(),
+            limit: Arc::new(Semaphore::new(max_concurrent)),
+            timeout,
             cors,
-            metrics: self.metrics.clone(),
-            audit: self.audit.clone(),
         }
     }
 }
@@ -218,54 +211,23 @@ fn mint_error(e: MintError) -> GatewayError {
     }
 }
 
-/// Adapts `Gateway::handle` to a tower service; errors become responses
-/// here because this layer has the request id.
-#[derive(Clone)]
-struct HandleService(Arc<Gateway>);
-
-impl Service<Request<Incoming>> for HandleService {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let gw = self.0.clone();
-        Box::pin(async move {
-            let rid = req
-                .extensions()
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_else(new_request_id);
-            let log = req
-                .extensions()
-                .get::<LogSlot>()
-                .cloned()
-                .unwrap_or_default();
-            Ok(match gw.handle(req, &rid, &log).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    tracing::debug!(error = %e, "request refused");
-                    lock(&log).code = Some(e.status_and_code().1.to_string());
-                    e.to_response(&rid)
-                }
-            })
-        })
-    }
-}
-
-/// The outermost layer: assigns the request id, opens the span, answers
-/// CORS preflights, turns shedding and timeouts into SMH-shaped errors,
-/// stamps the response, and ties the audit record to the response body.
+/// The edge: assigns the request id, opens the span, answers CORS
+/// preflights, sheds load at the concurrency limit (503 at once rather than
+/// queueing), enforces the whole-request deadline, turns every error into
+/// an SMH-shaped response, stamps the response, and ties the audit record
+/// and metrics to the response body.
+///
+/// Shedding and the deadline live here rather than in tower's `LoadShed`,
+/// `ConcurrencyLimit` and `Timeout` layers: composed, those cost a boxed
+/// service clone and a boxed semaphore future per request, which profiling
+/// showed on the hot path; a `try_acquire` and `tokio::time::timeout` do the
+/// same job without allocating.
 #[derive(Clone)]
 pub struct EdgeService {
-    inner: tower::util::BoxCloneSyncService<Request<Incoming>, Response<Body>, BoxError>,
+    gateway: Arc<Gateway>,
+    limit: Arc<Semaphore>,
+    timeout: Duration,
     cors: Option<Arc<cors::Cors>>,
-    metrics: Arc<Metrics>,
-    audit: Audit,
 }
 
 impl Service<Request<Incoming>> for EdgeService {
@@ -274,19 +236,16 @@ impl Service<Request<Incoming>> for EdgeService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness of the inner stack is checked per call (load shedding
-        // answers "overloaded" instead of making the connection wait).
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         let time = SystemTime::now();
-        self.metrics.in_flight.inc();
+        let gw = self.gateway.clone();
+        gw.metrics.in_flight.inc();
         let rid = client_request_id(&req).unwrap_or_else(new_request_id);
-        req.extensions_mut().insert(RequestId(rid.clone()));
         let slot: LogSlot = Arc::new(std::sync::Mutex::new(RequestLog::default()));
-        req.extensions_mut().insert(slot.clone());
         let client_addr = req.extensions().get::<ConnInfo>().map(|c| c.remote);
         let method = req.method().clone();
         let span = tracing::debug_span!("request", id = %rid, method = %method);
@@ -296,22 +255,27 @@ impl Service<Request<Incoming>> for EdgeService {
         let origin = cors
             .as_ref()
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
-        let inner = self.inner.clone();
-        let metrics = self.metrics.clone();
-        let audit = self.audit.clone();
+        let permit = self.limit.clone().try_acquire_owned();
+        let timeout = self.timeout;
         Box::pin(
             async move {
-                let mut resp = match preflight {
-                    Some(resp) => {
+                let outcome = match (preflight, permit) {
+                    (Some(resp), _) => {
                         lock(&slot).operation = Some("cors.preflight".into());
-                        resp
+                        Ok(resp)
                     }
-                    None => inner.oneshot(req).await.unwrap_or_else(|e| {
-                        let err = edge_error(&e);
-                        lock(&slot).code = Some(err.status_and_code().1.to_string());
-                        err.to_response(&rid)
-                    }),
+                    (None, Err(_)) => Err(GatewayError::Overloaded),
+                    (None, Ok(_permit)) => {
+                        tokio::time::timeout(timeout, gw.handle(req, &rid, &slot))
+                            .await
+                            .unwrap_or(Err(GatewayError::Timeout))
+                    }
                 };
+                let mut resp = outcome.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "request refused");
+                    lock(&slot).code = Some(e.status_and_code().1.to_string());
+                    e.to_response(&rid)
+                });
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut resp);
                 }
@@ -327,8 +291,8 @@ impl Service<Request<Incoming>> for EdgeService {
                     method,
                     status,
                     client_addr,
-                    metrics,
-                    audit,
+                    metrics: gw.metrics.clone(),
+                    audit: gw.audit.clone(),
                     response_bytes: 0,
                     done: false,
                 };
@@ -336,17 +300,6 @@ impl Service<Request<Incoming>> for EdgeService {
             }
             .instrument(span),
         )
-    }
-}
-
-fn edge_error(e: &BoxError) -> GatewayError {
-    if e.is::<tower::load_shed::error::Overloaded>() {
-        GatewayError::Overloaded
-    } else if e.is::<tower::timeout::error::Elapsed>() {
-        GatewayError::Timeout
-    } else {
-        tracing::error!(error = %e, "unexpected error in the edge stack");
-        GatewayError::Internal
     }
 }
 
