@@ -12,33 +12,8 @@ use prometheus::{
     Registry,
 };
 
-/// SMH resources we label by name; anything else is "other".
-pub const RESOURCES: &[&str] = &[
-    "album",
-    "authority",
-    "batch",
-    "directory",
-    "directory-history",
-    "favorite",
-    "file",
-    "fs-delta",
-    "hls",
-    "inode",
-    "office",
-    "quota",
-    "recent",
-    "recycled",
-    "search",
-    "share",
-    "space",
-    "space-quota",
-    "stats",
-    "task",
-    "task-result",
-    "token",
-    "usage",
-    "other",
-];
+/// SMH resources labelled by name; the last entry, "other", takes the rest.
+pub use crate::smh::RESOURCES;
 pub const METHODS: &[&str] = &[
     "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "other",
 ];

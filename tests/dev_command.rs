@@ -2,17 +2,13 @@
 //! session and curl lines, and those lines work word for word (run by bash
 //! with the real curl against the real processes).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
+
+use common::KillOnDrop;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn dev_banner_curl_lines_work_word_for_word() {

@@ -2,16 +2,12 @@
 //! `smh-gateway emulator`, take the `export` line it prints, then run the
 //! README's curl lines with bash against it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::io::{BufRead, BufReader};
+
+use common::KillOnDrop;
+use std::process::{Command, Stdio};
 
 #[test]
 fn readme_emulator_walkthrough_works() {

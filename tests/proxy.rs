@@ -405,42 +405,15 @@ async fn upload_201_and_download_302_pass_through_untouched() {
     let h = Harness::start().await;
     let lib = h.lib().to_string();
     let s = h.session("judy", &["editor"]);
-    let resp = h
-        .client
-        .put(h.url(&format!("/api/v1/file/{lib}/-/hello.txt")))
-        .bearer_auth(&s)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let up: serde_json::Value = resp.json().await.unwrap();
+    let up = h
+        .upload("hello.txt", &s, b"hello through the gateway".to_vec())
+        .await;
     let emu_authority = format!("localhost:{}", h.env.emulator.addr().port());
     assert_eq!(
         up["domain"],
         emu_authority.as_str(),
         "upload target is SMH's (COS), not rewritten"
     );
-    let mut put = h
-        .client
-        .put(format!(
-            "https://{}{}",
-            up["domain"].as_str().unwrap(),
-            up["path"].as_str().unwrap()
-        ))
-        .body("hello through the gateway");
-    for (k, v) in up["headers"].as_object().unwrap() {
-        put = put.header(k, v.as_str().unwrap());
-    }
-    assert_eq!(put.send().await.unwrap().status(), 200);
-    let key = up["confirmKey"].as_str().unwrap();
-    let resp = h
-        .client
-        .post(h.url(&format!("/api/v1/file/{lib}/-/{key}?confirm")))
-        .bearer_auth(&s)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
 
     let resp = h.get(&format!("/api/v1/file/{lib}/-/hello.txt"), &s).await;
     assert_eq!(resp.status(), 302);

@@ -337,6 +337,14 @@ async fn idp() -> Idp {
     }
 }
 
+fn jwks_keys(idp: &Idp, min_refetch_secs: u64) -> String {
+    format!(
+        "jwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_min_refetch_secs = {min_refetch_secs}\njwks_refresh_secs = 3600",
+        idp.server.url("/.well-known/jwks.json"),
+        idp.server.ca_file.display()
+    )
+}
+
 fn sign_rs256(private_pem: &str, kid: &str, sub: &str, v: &Vectors) -> String {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(
         &std::fs::read(format!("{FIXTURES}/{private_pem}")).unwrap(),
@@ -352,11 +360,7 @@ fn sign_rs256(private_pem: &str, kid: &str, sub: &str, v: &Vectors) -> String {
 async fn jwks_rotation_without_restart_and_stale_keys_through_idp_outage() {
     let v = vectors();
     let idp = idp().await;
-    let keys = format!(
-        "jwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_min_refetch_secs = 0\njwks_refresh_secs = 3600",
-        idp.server.url("/.well-known/jwks.json"),
-        idp.server.ca_file.display()
-    );
+    let keys = jwks_keys(&idp, 0);
     let h = gateway(session_toml(&v, &keys, "")).await;
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 1, "fetched at start");
     let token = |name: &str| {
@@ -414,11 +418,7 @@ async fn jwks_rotation_without_restart_and_stale_keys_through_idp_outage() {
 async fn unknown_kid_refetches_are_rate_limited() {
     let v = vectors();
     let idp = idp().await;
-    let keys = format!(
-        "jwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_min_refetch_secs = 3600\njwks_refresh_secs = 3600",
-        idp.server.url("/.well-known/jwks.json"),
-        idp.server.ca_file.display()
-    );
+    let keys = jwks_keys(&idp, 3600);
     let h = gateway(session_toml(&v, &keys, "")).await;
     let start = idp.fetches.load(Ordering::SeqCst);
     for i in 0..20 {

@@ -7,20 +7,12 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::Harness;
+use common::{Harness, KillOnDrop};
 use futures_util::StreamExt;
 use smh_gateway::emulator::EmulatorConfig;
 
 const SIZE: usize = 100 * 1024 * 1024;
 const MAX_GROWTH_KIB: u64 = 32 * 1024;
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -46,39 +38,7 @@ async fn hundred_mib_each_way_with_bounded_gateway_memory() {
 
     // Put a 100 MiB file in place through the in-process gateway (the
     // bytes themselves go straight to the emulator's COS surface).
-    let up: serde_json::Value = h
-        .client
-        .put(h.url(&format!("/api/v1/file/{lib}/-/big.bin")))
-        .bearer_auth(&s)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut put = h
-        .client
-        .put(format!(
-            "https://{}{}",
-            up["domain"].as_str().unwrap(),
-            up["path"].as_str().unwrap()
-        ))
-        .body(vec![7u8; SIZE]);
-    for (k, v) in up["headers"].as_object().unwrap() {
-        put = put.header(k, v.as_str().unwrap());
-    }
-    assert_eq!(put.send().await.unwrap().status(), 200);
-    let confirm = h
-        .client
-        .post(h.url(&format!(
-            "/api/v1/file/{lib}/-/{}?confirm",
-            up["confirmKey"].as_str().unwrap()
-        )))
-        .bearer_auth(&s)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(confirm.status(), 200);
+    h.upload("big.bin", &s, vec![7u8; SIZE]).await;
 
     // The gateway under measurement: a separate process on the same config.
     let child = Command::new(env!("CARGO_BIN_EXE_smh-gateway"))

@@ -6,24 +6,7 @@ use crate::error::GatewayError;
 
 const API_PREFIX: &str = "/api/v1/";
 
-/// Resources whose second segment is always a SpaceId (smh-api.md 1.1, 5.x).
-const SPACE_SCOPED: &[&str] = &[
-    "album",
-    "authority",
-    "batch",
-    "directory",
-    "directory-history",
-    "favorite",
-    "file",
-    "fs-delta",
-    "hls",
-    "inode",
-    "office",
-    "recent",
-    "recycled",
-    "search",
-    "space-quota",
-];
+use crate::smh::SPACE_SCOPED;
 
 /// Segments after `/api/v1/space/<LibraryId>/` that are library-level calls,
 /// not SpaceIds (`list`, `count`).

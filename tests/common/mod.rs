@@ -323,3 +323,52 @@ pub fn sample(
         })
         .map(|(_, _, v)| *v)
 }
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Harness {
+    /// SMH's three-step upload through the gateway: ask for a target, PUT
+    /// the bytes to it (the emulator's COS surface), confirm.
+    pub async fn upload(&self, path: &str, session: &str, bytes: Vec<u8>) -> serde_json::Value {
+        let lib = self.lib().to_string();
+        let resp = self
+            .client
+            .put(self.url(&format!("/api/v1/file/{lib}/-/{path}")))
+            .bearer_auth(session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "upload target");
+        let up: serde_json::Value = resp.json().await.unwrap();
+        let mut put = self
+            .client
+            .put(format!(
+                "https://{}{}",
+                up["domain"].as_str().unwrap(),
+                up["path"].as_str().unwrap()
+            ))
+            .body(bytes);
+        for (k, v) in up["headers"].as_object().unwrap() {
+            put = put.header(k, v.as_str().unwrap());
+        }
+        assert_eq!(put.send().await.unwrap().status(), 200, "COS PUT");
+        let key = up["confirmKey"].as_str().unwrap();
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/v1/file/{lib}/-/{key}?confirm")))
+            .bearer_auth(session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "confirm");
+        up
+    }
+}
