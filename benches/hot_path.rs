@@ -76,6 +76,7 @@ fn token_cache_hit(c: &mut Criterion) {
                 &[ca],
                 Duration::from_secs(5),
                 Duration::from_secs(90),
+                true,
             )
         })
         .unwrap();

@@ -104,7 +104,13 @@ pub async fn build_gateway(
             Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
             None => Vec::new(),
         };
-        let upstream = Upstream::new(&lib.upstream_url(), &extra_ca, connect_timeout, pool_idle)
+        let upstream = Upstream::new(
+            &lib.upstream_url(),
+            &extra_ca,
+            connect_timeout,
+            pool_idle,
+            cfg.upstream.http2,
+        )
             .with_context(|| format!("library {id}: upstream"))?;
         let secret = lib
             .secret_source()

@@ -464,6 +464,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_secs: u64,
     #[serde(default = "default_pool_idle")]
     pub pool_idle_secs: u64,
+    /// Offer HTTP/2 to SMH (one multiplexed connection per library); false
+    /// keeps a pool of HTTP/1.1 keep-alive connections instead.
+    #[serde(default = "default_true")]
+    pub http2: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -471,6 +475,7 @@ impl Default for UpstreamConfig {
         Self {
             connect_timeout_secs: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS,
             pool_idle_secs: DEFAULT_UPSTREAM_POOL_IDLE_SECS,
+            http2: true,
         }
     }
 }
@@ -599,6 +604,9 @@ fn default_replay_limit() -> usize {
 }
 fn default_connect_timeout() -> u64 {
     DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS
+}
+fn default_true() -> bool {
+    true
 }
 fn default_pool_idle() -> u64 {
     DEFAULT_UPSTREAM_POOL_IDLE_SECS

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use smh_gateway::config::{Config, LogConfig, LogFormat};
 use smh_gateway::emulator::{Emulator, EmulatorConfig};
 use smh_gateway::server::Shutdown;

@@ -45,6 +45,7 @@ impl Upstream {
         extra_ca: &[CertificateDer<'static>],
         connect_timeout: Duration,
         pool_idle: Duration,
+        http2: bool,
     ) -> anyhow::Result<Self> {
         let uri: Uri = base_url.parse()?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTPS);
@@ -57,11 +58,17 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_only()
-            .enable_all_versions()
-            .wrap_connector(http);
+            .https_only();
+        // ALPN offers h2 unless configured off: one multiplexed connection
+        // per library, or a pool of http/1.1 keep-alive connections (for
+        // upstreams or middleboxes that handle h2 poorly).
+        let connector = if http2 {
+            builder.enable_all_versions().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(pool_idle)

@@ -107,7 +107,7 @@ impl JwtValidator {
                     uri.authority().map(|a| a.as_str()).unwrap_or_default()
                 );
                 let upstream =
-                    Upstream::new(&base, &extra_ca, connect_timeout, Duration::from_secs(90))?;
+                    Upstream::new(&base, &extra_ca, connect_timeout, Duration::from_secs(90), true)?;
                 let jwks = Arc::new(RemoteJwks::new(
                     url,
                     upstream,
