@@ -126,7 +126,7 @@ fn sessions(c: &mut Criterion) {
         r#"
 [[library]]
 id = "lib"
-secret_file = "/etc/hostname"
+secret_file = "{FIXTURES}/hs-secret.txt"
 [[role]]
 name = "editor"
 [session]

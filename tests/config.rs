@@ -122,15 +122,25 @@ fn broken_example_is_refused_with_line_and_column() {
     assert!(stderr.contains("expected one of"), "{stderr}");
 }
 
+/// An existing file to point `*_file` settings at in snippets.
+const FIXTURE_SECRET: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/jwt/hs-secret.txt"
+);
+
+fn fixture(text: &str) -> String {
+    text.replace("{FIXTURE_SECRET}", FIXTURE_SECRET)
+}
+
 /// A session key so snippets only report what they are about.
-const SESSION: &str = "\n[session.jwt]\nhmac_secret_file = \"/etc/hostname\"\n";
+const SESSION: &str = "\n[session.jwt]\nhmac_secret_file = \"{FIXTURE_SECRET}\"\n";
 
 fn errors(text: &str) -> Vec<String> {
-    let text = if text.contains("[session.jwt]") {
+    let text = fixture(&if text.contains("[session.jwt]") {
         text.to_string()
     } else {
         format!("{text}{SESSION}")
-    };
+    });
     match Config::parse(&text, "t.toml") {
         Ok(_) => vec![],
         Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
@@ -140,7 +150,7 @@ fn errors(text: &str) -> Vec<String> {
 #[test]
 fn wrong_types_and_bad_values_point_at_the_value() {
     let e = errors(
-        "[listener]\naddress = 8443\n[[library]]\nid = \"x\"\nsecret_file = \"/etc/hostname\"\n",
+        "[listener]\naddress = 8443\n[[library]]\nid = \"x\"\nsecret_file = \"{FIXTURE_SECRET}\"\n",
     );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("t.toml:2:11:"), "{e:?}");
@@ -186,10 +196,10 @@ fn semantic_problems_are_all_reported() {
 [[library]]
 id = \"lib1\"
 upstream = \"http://plain.example.com\"
-secret_file = \"/etc/hostname\"
+secret_file = \"{FIXTURE_SECRET}\"
 [[library]]
 id = \"lib1\"
-secret_file = \"/etc/hostname\"
+secret_file = \"{FIXTURE_SECRET}\"
 [[role]]
 name = \"viewer\"
 period_secs = 10
@@ -198,7 +208,7 @@ default_roles = [\"ghost\"]
 credentials = [\"bearer\", \"header:x\"]
 [session.jwt]
 algorithms = [\"HS256\", \"none\", \"RS256\"]
-hmac_secret_file = \"/etc/hostname\"
+hmac_secret_file = \"{FIXTURE_SECRET}\"
 [[role]]
 name = \"ops\"
 operations = [\"GET file\", \"FETCH\"]
@@ -231,7 +241,7 @@ allowed_origins = [\"https://ok.example\", \"ftp://x\", \"https://slash.example/
 fn interpolation_expands_and_escapes() {
     std::env::set_var("SMH_TEST_INTERP_PORT", "9443");
     let cfg = Config::parse(
-        &format!("[listener]\naddress = \"127.0.0.1:${{SMH_TEST_INTERP_PORT}}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"/etc/hostname\"\n{SESSION}"),
+        &fixture(&format!("[listener]\naddress = \"127.0.0.1:${{SMH_TEST_INTERP_PORT}}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"{FIXTURE_SECRET}\"\n{SESSION}")),
         "t.toml",
     )
     .unwrap();
