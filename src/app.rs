@@ -111,7 +111,7 @@ pub async fn build_gateway(
             pool_idle,
             cfg.upstream.http2,
         )
-            .with_context(|| format!("library {id}: upstream"))?;
+        .with_context(|| format!("library {id}: upstream"))?;
         let secret = lib
             .secret_source()
             .resolve()

@@ -74,7 +74,13 @@ impl Introspector {
             None => Vec::new(),
         };
         Ok(Self {
-            upstream: Upstream::new(&base, &extra_ca, connect_timeout, Duration::from_secs(90), true)?,
+            upstream: Upstream::new(
+                &base,
+                &extra_ca,
+                connect_timeout,
+                Duration::from_secs(90),
+                true,
+            )?,
             path_and_query: uri
                 .path_and_query()
                 .map(|p| p.as_str().to_string())

@@ -106,8 +106,13 @@ impl JwtValidator {
                     uri.scheme_str().unwrap_or("https"),
                     uri.authority().map(|a| a.as_str()).unwrap_or_default()
                 );
-                let upstream =
-                    Upstream::new(&base, &extra_ca, connect_timeout, Duration::from_secs(90), true)?;
+                let upstream = Upstream::new(
+                    &base,
+                    &extra_ca,
+                    connect_timeout,
+                    Duration::from_secs(90),
+                    true,
+                )?;
                 let jwks = Arc::new(RemoteJwks::new(
                     url,
                     upstream,
