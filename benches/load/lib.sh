@@ -321,9 +321,54 @@ cleanup_started() {
   STARTED_PIDS=()
 }
 
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID... -> summed user+system CPU ticks (all threads) of those processes
+cpu_ticks() {
+  local t=0 p v
+  for p in "$@"; do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
+# sys_ticks -> "<busy ticks> <steal ticks>" for the whole machine (/proc/stat)
+sys_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9}' /proc/stat; }
+
+# Reaped-children CPU of *this* shell comes from bash's `times` (second line).
+# `times` must run in the main shell — a $(...) subshell starts with zeroed
+# child accounting — so: times >"$FILE"; ticks=$(times_ticks "$FILE")
+times_ticks() {
+  awk -v hz="$CLK_TCK" 'NR == 2 {
+    split($1, u, "m"); split($2, s, "m");
+    printf "%d\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }' "$1"
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # metric NAME ADMIN_PORT -> value of an unlabelled series
 metric() {
   curl -s --max-time 5 "http://127.0.0.1:$2/metrics" | awk -v n="$1" '$1 == n {print $2; exit}'
+}
+
+# wrk_limit OUT DONE_FILE URL TOKENS_FILE LIMIT [MAX_SECS]
+# wrk -t1 -c32 with tokens.lua until LIMIT responses (each with the next JWT
+# from TOKENS_FILE), then SIGINT so wrk prints its summary (error counts).
+# Bounded by MAX_SECS (default 600). The rate comes from DONE_FILE
+# (parse.py wrklimit).
+wrk_limit() {
+  local out=$1 done_file=$2 url=$3 tokens=$4 limit=$5 max=${6:-600} pid i
+  rm -f "$done_file"
+  wrk -t1 -c32 -d"${max}s" --timeout 10s -s "$BENCH_DIR/tokens.lua" "$url" \
+    -- "$tokens" "$limit" "$done_file" >"$out" 2>&1 &
+  pid=$!
+  for ((i = 0; i < max * 10; i++)); do
+    [ -s "$done_file" ] && break
+    alive "$pid" || break
+    sleep 0.1
+  done
+  kill -INT "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }

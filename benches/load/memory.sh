@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Resident memory of the gateway (VmRSS from /proc/PID/status):
 #   (a) idle after start;
-#   (b) holding 10,000 idle TLS keep-alive connections (one GET done on each);
+#   (b) holding 10,000 TLS keep-alive connections, almost idle (one GET each
+#       on opening, then one every 10 s: the gateway drops keep-alive
+#       connections with no request for 15 s, its header-read timeout);
 #   (c) after 100,000 distinct users (=> 100,000 cached SMH tokens and
 #       100,000 cached sessions), confirmed from the admin /metrics gauges.
 # Called by benches/load/run.sh (unless --no-memory); also runs alone.
 #
-# Usage: benches/load/memory.sh [--workers W] [--conns N] [--users N] [--out FILE] [--keep]
+# Usage: benches/load/memory.sh [--workers W] [--conns N] [--users N] [--refresh S] [--out FILE] [--keep]
+#   --refresh S  seconds between the requests each held connection sends (default 10; 0 = none)
 #   --out FILE   append "mem<TAB>key<TAB>value" rows (run.sh's report reads them)
 # Exit status is non-zero when a measurement could not be made cleanly.
 set -euo pipefail
 
-WORKERS=1 CONNS=10000 USERS=100000 OUT="" KEEP=0
+WORKERS=1 CONNS=10000 USERS=100000 OUT="" KEEP=0 REFRESH=10
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) WORKERS=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --users) USERS=$2; shift ;;
+    --refresh) REFRESH=$2; shift ;;
     --out) OUT=$2; shift ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -53,7 +57,11 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 PROBLEM=0
-row() { printf 'mem\t%s\t%s\n' "$1" "$2"; [ -z "$OUT" ] || printf 'mem\t%s\t%s\n' "$1" "$2" >>"$OUT"; }
+# Rows go to --out when given (run.sh's report reads them), else to stdout.
+row() {
+  if [ -n "$OUT" ]; then printf 'mem\t%s\t%s\n' "$1" "$2" >>"$OUT"; else printf 'mem\t%s\t%s\n' "$1" "$2"; fi
+  log "  $1 = $2"
+}
 
 read -r P_UP P_GW P_ADM <<<"$(free_ports 3)"
 make_tls "$T/tls"
@@ -94,8 +102,8 @@ sleep 1
 RSS_WARM=$(rss_kib "$GW_PID")
 row warm_rss_kib "$RSS_WARM"
 
-log "memory (b): opening $CONNS idle TLS keep-alive connections (one GET each)"
-python3 "$BENCH_DIR/hold_conns.py" "$P_GW" "$DIR_PATH" "$JWT" "$CONNS" 900 >"$T/logs/hold.out" 2>"$T/logs/hold.err" &
+log "memory (b): opening $CONNS TLS keep-alive connections (one GET each, then one per connection every ${REFRESH}s)"
+python3 "$BENCH_DIR/hold_conns.py" "$P_GW" "$DIR_PATH" "$JWT" "$CONNS" 900 "$REFRESH" >"$T/logs/hold.out" 2>"$T/logs/hold.err" &
 HOLD_PID=$!
 STARTED_PIDS+=("$HOLD_PID")
 for ((i = 0; i < 6000; i++)); do # at most 10 minutes
@@ -117,8 +125,10 @@ row conns_failed "$FAILED_CONNS"
 row conns_established_at_measure "$ESTAB"
 row gateway_fds_at_measure "$GW_FDS"
 row conns_rss_kib "$RSS_CONNS"
-if [ "$OK" -gt 0 ]; then
-  row kib_per_conn "$(python3 -c "import sys; print(round((int(sys.argv[1]) - int(sys.argv[2])) / int(sys.argv[3]), 2))" "$RSS_CONNS" "$RSS_WARM" "$OK")"
+row conns_refresh_s "$REFRESH"
+# Per connection actually held when measured.
+if [ "$ESTAB" -gt 0 ]; then
+  row kib_per_conn "$(python3 -c "import sys; print(round((int(sys.argv[1]) - int(sys.argv[2])) / int(sys.argv[3]), 2))" "$RSS_CONNS" "$RSS_WARM" "$ESTAB")"
 fi
 if [ "$FAILED_CONNS" != 0 ] || [ "$OK" != "$CONNS" ]; then
   PROBLEM=1; log "PROBLEM: only $OK of $CONNS connections opened ($FAILED_CONNS failed)"
@@ -127,6 +137,11 @@ if [ "$ESTAB" -lt "$OK" ]; then
   PROBLEM=1; log "PROBLEM: only $ESTAB connections still established when measured (gateway closed some)"
 fi
 stop_pid "$HOLD_PID"; HOLD_PID=""
+REFRESH_FAILED=$(sed -nE 's/^CLOSED refresh_failed=([0-9]+).*/\1/p' "$T/logs/hold.out")
+row conns_refresh_failed "${REFRESH_FAILED:-?}"
+if [ "${REFRESH_FAILED:-1}" != 0 ]; then
+  PROBLEM=1; log "PROBLEM: ${REFRESH_FAILED:-?} refresh requests on held connections failed (see $T/logs/hold.*)"
+fi
 sleep 3
 row after_close_rss_kib "$(rss_kib "$GW_PID")"
 stop_pid "$GW_PID"
@@ -140,8 +155,8 @@ sleep 1
 MINTS_BEFORE=$(wc -l <"$T/upstream/logs/mints.log")
 RSS_BEFORE=$(rss_kib "$GW_PID")
 row users_before_rss_kib "$RSS_BEFORE"
-wrk -t1 -c32 -d900s --timeout 10s -s "$BENCH_DIR/tokens.lua" "$GW_URL" -- "$T/jwt-users.txt" "$USERS" >"$T/logs/wrk-users.txt" 2>&1 || true
-IFS=$'\t' read -r rps valid detail <<<"$(python3 "$BENCH_DIR/parse.py" wrk "$T/logs/wrk-users.txt")"
+wrk_limit "$T/logs/wrk-users.txt" "$T/logs/wrk-users.done" "$GW_URL" "$T/jwt-users.txt" "$USERS" 900
+IFS=$'\t' read -r rps valid _ detail <<<"$(python3 "$BENCH_DIR/parse.py" wrklimit "$T/logs/wrk-users.txt" "$T/logs/wrk-users.done")"
 row users_wrk_rps "$rps"
 row users_wrk_valid "$valid"
 [ "$valid" = 1 ] || { PROBLEM=1; log "INVALID RUN: $USERS-user wrk run: $detail"; cat "$T/logs/wrk-users.txt" >&2; }

@@ -2,14 +2,15 @@
 """Turn benches/load raw rows into the Markdown report (stdout).
 
 Raw rows (tab separated), written by run.sh / memory.sh:
-  tput    workload arm rep rps valid mints detail
-  lat     arm rep rate rps p50_ms p99_ms valid detail
+  tput    workload arm rep rps valid mints proxy_cpu_us_per_req upstream_cpu_us_per_req other_cores steal_cores detail
+  lat     arm rep rate rps p50_ms p99_ms valid proxy_cpu_us_per_req proxy_cpu_s other_cores steal_cores detail
+  meta    key value
   iso     phase rep rps p50_ms p99_ms valid detail
   isocold rep requests ok p50_ms p99_ms min_ms max_ms errors samples
   mem     key value
 Statistics use valid runs only; every invalid run is listed by name.
 """
-import argparse, datetime, os, platform, statistics, subprocess
+import argparse, datetime, os, statistics, subprocess
 
 ARMS = ["gateway", "nginx", "direct"]
 WORKLOADS = [
@@ -63,29 +64,39 @@ def main() -> None:
         if path and os.path.exists(path):
             rows += [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 
+    meta = {r[1]: r[2] for r in rows if r[0] == "meta"}
     invalid = []
     tput = {}   # (workload, arm) -> [rps]
     mints = {}  # arm -> [mints] (cold_10k)
+    pcpu, ucpu = {}, {}  # (workload, arm) -> [us per request]
+    contention = []  # (run, other-process load in cores, steal in cores)
+    num = lambda x: float(x) if x not in ("", "-", "?") else None  # noqa: E731
     for r in rows:
         if r[0] != "tput":
             continue
-        _, w, arm, rep, rps, valid, m, detail = (r + [""] * 8)[:8]
+        _, w, arm, rep, rps, valid, m, pus, uus, oth, stl, detail = (r + [""] * 12)[:12]
+        contention.append((f"throughput {w} / {arm} / rep {rep}", num(oth), num(stl)))
         if valid != "1":
             invalid.append(f"throughput {w} / {arm} / rep {rep}: {detail}")
             continue
         tput.setdefault((w, arm), []).append(float(rps))
+        if num(pus) is not None:
+            pcpu.setdefault((w, arm), []).append(num(pus))
+        if num(uus) is not None:
+            ucpu.setdefault((w, arm), []).append(num(uus))
         if w == "cold_10k" and m not in ("", "-"):
             mints.setdefault(arm, []).append(int(m))
 
-    lat = {}  # arm -> [(p50, p99, rps)]
+    lat = {}  # arm -> [(p50, p99, rps, proxy_us, proxy_s)]
     for r in rows:
         if r[0] != "lat":
             continue
-        _, arm, rep, rate, rps, p50, p99, valid, detail = (r + [""] * 9)[:9]
+        _, arm, rep, rate, rps, p50, p99, valid, pus, psec, oth, stl, detail = (r + [""] * 13)[:13]
+        contention.append((f"latency {arm} / rep {rep}", num(oth), num(stl)))
         if valid != "1":
             invalid.append(f"latency {arm} / rep {rep}: {detail}")
             continue
-        lat.setdefault(arm, []).append((float(p50), float(p99), float(rps)))
+        lat.setdefault(arm, []).append((float(p50), float(p99), float(rps), num(pus), num(psec)))
 
     iso = {}  # phase -> [(p50, p99, rps)]
     for r in rows:
@@ -111,13 +122,15 @@ def main() -> None:
     p(f"- command: `{a.cmdline}`")
     p(f"- settings: workers W={a.workers} (nginx `worker_processes`, gateway `TOKIO_WORKER_THREADS`), "
       f"{a.reps} repetitions x {a.duration} s, arms interleaved with the order rotated each repetition; "
-      f"upstream nginx 1 worker; clients 1 thread")
+      f"upstream nginx 1 worker; clients 1 thread; proxy -> upstream protocol: nginx HTTP/1.1 (keepalive pool), "
+      f"gateway {meta.get('gw_upstream_proto', '?')}")
     cpu = first_line(sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")).strip()
-    memline = " ".join(first_line(sh("free -h | awk '/^Mem:/'")).split())
-    p(f"- machine: {sh('nproc')} CPUs ({cpu}); `free -h`: {memline}; kernel {sh('uname -r')}; {platform.platform(terse=True)}")
-    commit = sh("git -C '%s' rev-parse --short HEAD" % os.path.dirname(os.path.abspath(__file__)))
-    dirty = sh("git -C '%s' status --porcelain -- src Cargo.toml Cargo.lock | head -1" % os.path.dirname(os.path.abspath(__file__)))
-    p(f"- gateway: commit {commit}{' (with uncommitted changes in src/Cargo)' if dirty else ''}, `cargo build --release`")
+    memline = sh("free -h | awk '/^Mem:/ {print \"total \" $2 \", used \" $3 \", available \" $7}'")
+    p(f"- machine: `nproc` {sh('nproc')} ({cpu}); `free -h` memory {memline}; `uname -r` {sh('uname -r')}")
+    commit = meta.get("gw_commit", "?")
+    dirty = meta.get("gw_dirty", "0") not in ("0", "")
+    p(f"- gateway: commit {commit}{' plus uncommitted changes in src/ or Cargo.*' if dirty else ''} "
+      f"(as of the `cargo build --release` at the start of the run)")
     p(f"- tools: {first_line(sh('nginx -v'))}; {first_line(sh('wrk -v'))}; {first_line(sh('h2load --version'))}; "
       f"{first_line(sh('oha --version'))}; {first_line(sh('openssl version'))}; {first_line(sh('python3 --version'))}; "
       f"{first_line(sh('rustc --version'))}")
@@ -141,6 +154,19 @@ def main() -> None:
     p("")
     for w, desc in WORKLOADS:
         p(f"- `{w}`: {desc}")
+    p("")
+    p("### CPU per request (microseconds of user+system CPU per completed request; median of valid runs)")
+    p("")
+    p("| workload | gateway process | nginx arm (all processes) | gateway/nginx | upstream, behind gateway | upstream, behind nginx | upstream, direct |")
+    p("|---|---|---|---|---|---|---|")
+    for w, _desc in WORKLOADS:
+        g, n = med(pcpu.get((w, "gateway"), [])), med(pcpu.get((w, "nginx"), []))
+        ug, un, ud = (med(ucpu.get((w, a), [])) for a in ARMS)
+        p(f"| {w} | {fmt(g, 1)} | {fmt(n, 1)} | {ratio(g, n)} | {fmt(ug, 1)} | {fmt(un, 1)} | {fmt(ud, 1)} |")
+    p("")
+    p("(Read from /proc/PID/stat before and after each run. Independent of how the cores were shared with the "
+      "client, so steadier than req/s on a noisy machine. The upstream column shows what each proxy costs the "
+      "upstream: the gateway speaks " + meta.get("gw_upstream_proto", "?") + " to it, nginx HTTP/1.1.)")
     gm = mints.get("gateway", [])
     p(f"- `cold_10k` token mints seen by the upstream per gateway run: {', '.join(map(str, gm)) or '–'} "
       f"(expected 10000 each; the nginx and direct arms send a static token and mint nothing)")
@@ -149,13 +175,13 @@ def main() -> None:
     p(f"## Fixed-rate latency (oha -q {a.rate} -z {a.duration}s -c 32, HTTP/1.1, small GET; "
       f"rate = 50% of nginx's median h1 throughput)")
     p("")
-    p("| arm | p50 ms (median [min – max]) | p99 ms (median [min – max]) | achieved req/s | added p50 over direct | added p99 over direct |")
-    p("|---|---|---|---|---|---|")
+    p("| arm | p50 ms (median [min – max]) | p99 ms (median [min – max]) | achieved req/s (median; runs < 99% of target) | added p50 over direct | added p99 over direct | proxy CPU µs/req | proxy CPU busy |")
+    p("|---|---|---|---|---|---|---|---|")
     lm = {}
     for arm in ARMS:
         xs = lat.get(arm, [])
         if not xs:
-            p(f"| {arm} | – | – | – | – | – |")
+            p(f"| {arm} | – | – | – | – | – | – | – |")
             continue
         p50s, p99s, rpss = [x[0] for x in xs], [x[1] for x in xs], [x[2] for x in xs]
         lm[arm] = (med(p50s), med(p99s))
@@ -168,8 +194,17 @@ def main() -> None:
         if arm != "direct" and "direct" in lm:
             add50 = f"{lm[arm][0] - lm['direct'][0]:+.3f}"
             add99 = f"{lm[arm][1] - lm['direct'][1]:+.3f}"
+        below = sum(1 for x in rpss if x < 0.99 * float(a.rate))
+        pus = [x[3] for x in xs if x[3] is not None]
+        busy = [x[4] / float(a.duration) * 100 for x in xs if x[4] is not None]
         p(f"| {arm} | {med(p50s):.3f} [{min(p50s):.3f} – {max(p50s):.3f}] | {med(p99s):.3f} [{min(p99s):.3f} – {max(p99s):.3f}] | "
-          f"{fmt(med(rpss))} | {add50} | {add99} |")
+          f"{fmt(med(rpss))}; {below} of {len(rpss)} | {add50} | {add99} | "
+          f"{fmt(med(pus), 1) if pus and arm != 'direct' else '–'} | {fmt(med(busy)) + '% of one core' if busy and arm != 'direct' else '–'} |")
+    p("")
+    for arm in ARMS:
+        xs = lat.get(arm, [])
+        if xs:
+            p(f"- {arm} per run (p50 / p99 ms, in repetition order): " + ", ".join(f"{x[0]:.2f} / {x[1]:.1f}" for x in xs))
     if all(k in lm for k in ARMS):
         g50, g99 = lm["gateway"][0] - lm["direct"][0], lm["gateway"][1] - lm["direct"][1]
         n50, n99 = lm["nginx"][0] - lm["direct"][0], lm["nginx"][1] - lm["direct"][1]
@@ -208,9 +243,10 @@ def main() -> None:
         p("|---|---|")
         p(f"| (a) idle after start | {kib('idle_rss_kib')} |")
         p(f"| idle after one request (baseline for b) | {kib('warm_rss_kib')} |")
-        p(f"| (b) with {mem.get('conns_opened', '?')} idle TLS keep-alive connections "
-          f"({mem.get('conns_established_at_measure', '?')} established when measured, {mem.get('conns_failed', '?')} failed) | {kib('conns_rss_kib')} |")
-        p(f"| (b) per connection | {mem.get('kib_per_conn', '–')} KiB |")
+        p(f"| (b) with {mem.get('conns_opened', '?')} TLS keep-alive connections, each sending one small GET every "
+          f"{mem.get('conns_refresh_s', '?')} s ({mem.get('conns_established_at_measure', '?')} established when measured; "
+          f"{mem.get('conns_failed', '?')} failed to open, {mem.get('conns_refresh_failed', '?')} refresh requests failed) | {kib('conns_rss_kib')} |")
+        p(f"| (b) per connection ((b) − baseline) / established | {mem.get('kib_per_conn', '–')} KiB |")
         p(f"| after those connections closed | {kib('after_close_rss_kib')} |")
         p(f"| (c) fresh gateway before 100,000 users | {kib('users_before_rss_kib')} |")
         p(f"| (c) after 100,000 distinct users | {kib('users_after_rss_kib')} |")
@@ -218,6 +254,30 @@ def main() -> None:
         p(f"| (c) /metrics smh_gateway_token_cache_entries / session_cache_entries | "
           f"{mem.get('users_token_cache_entries', '?')} / {mem.get('users_session_cache_entries', '?')} |")
         p(f"| (c) mints seen by the upstream / wrk req/s during the fill | {mem.get('users_mints', '?')} / {mem.get('users_wrk_rps', '?')} |")
+    p("")
+
+    p("## Other load on the machine")
+    p("")
+    others = [c for c in contention if c[1] is not None]
+    if others:
+        ov = sorted(c[1] for c in others)
+        sv = sorted(c[2] for c in others if c[2] is not None)
+        busy = [c for c in others if c[1] > 0.25]
+        p(f"CPU used during each run by processes other than the proxy, the upstream and the load tool "
+          f"(machine busy time from /proc/stat minus theirs), in cores: median {statistics.median(ov):.2f}, max {max(ov):.2f}"
+          + (f"; hypervisor steal median {statistics.median(sv):.2f}, max {max(sv):.2f}" if sv else "")
+          + f"; load average at start {meta.get('loadavg_start', '?')}.")
+        if busy:
+            p("")
+            p(f"**{len(busy)} of {len(others)} runs shared the machine with more than 0.25 core of other work** — "
+              f"their numbers are less reliable (they are kept; compare with the min–max spread):")
+            for c in busy:
+                p(f"- {c[0]}: {c[1]:.2f} cores other load" + (f", {c[2]:.2f} steal" if c[2] is not None else ""))
+        else:
+            p("")
+            p("No run shared the machine with more than 0.25 core of other work.")
+    else:
+        p("(not measured)")
     p("")
 
     p("## Validity")

@@ -10,12 +10,14 @@
 #   --duration S  seconds per throughput / latency run
 #   --no-memory   skip benches/load/memory.sh
 #   --keep        keep the temp dir (configs, every tool's raw output)
+#   --quiet-wait S  before each run wait up to S s (default 15; total budget 20x S)
+#                 for other work on the machine to drop below 0.25 core
 # Exit status is non-zero when any run was invalid (errors of any kind) or a
 # check failed (e.g. mint count); results are still written.
 set -euo pipefail
 
 CMDLINE="benches/load/run.sh${*:+ $*}"
-QUICK=0 WORKERS=1 REPS="" DUR="" MEMORY=1 KEEP=0
+QUICK=0 WORKERS=1 REPS="" DUR="" MEMORY=1 KEEP=0 QUIET_WAIT=15
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
     --duration) DUR=$2; shift ;;
     --no-memory) MEMORY=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --quiet-wait) QUIET_WAIT=$2; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -56,6 +59,10 @@ LOGS=$T/logs
 mkdir -p "$LOGS"
 FAILED=0
 
+printf 'meta\tloadavg_start\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW"
+# What was built (others may commit while this runs).
+printf 'meta\tgw_commit\t%s\n' "$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')" >>"$RAW"
+printf 'meta\tgw_dirty\t%s\n' "$(git -C "$REPO_DIR" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)" >>"$RAW"
 read -r P_UP P_NGX P_GW P_GWADM P_EMU P_ISO P_ISOADM <<<"$(free_ports 7)"
 log "temp dir $T; ports upstream=$P_UP nginx=$P_NGX gateway=$P_GW admin=$P_GWADM emulator=$P_EMU iso-gateway=$P_ISO"
 
@@ -134,6 +141,11 @@ done
 # The gateway minted exactly once for the warm user.
 [ "$(wc -l <"$MINTS_LOG")" = 1 ] || log "WARNING: upstream saw $(wc -l <"$MINTS_LOG") mints after the first gateway request (expected 1)"
 log "sanity checks passed (all arms: 200 listing, 302 redirect, 1 MiB file)"
+# Which HTTP version the gateway speaks to the upstream (the nginx arm always
+# uses HTTP/1.1 upstream; nginx cannot proxy over h2).
+GW_UP_PROTO=$(awk -F'"' 'NR==1 {n=split($2, a, " "); print a[n]}' "$MINTS_LOG")
+printf 'meta\tgw_upstream_proto\t%s\n' "${GW_UP_PROTO:-?}" >>"$RAW"
+log "gateway -> upstream protocol: ${GW_UP_PROTO:-?}"
 
 # ------------------------------------------------------------ runners
 ARMS=(gateway nginx direct)
@@ -142,44 +154,109 @@ rotated_arms() { # rotated_arms REP -> arm order for this repetition
   for ((i = 0; i < n; i++)); do printf '%s ' "${ARMS[$(((i + r) % n))]}"; done
 }
 
-record_tput() { # record_tput WORKLOAD ARM REP PARSED_LINE MINTS
-  local rps valid detail
-  IFS=$'\t' read -r rps valid detail <<<"$4"
-  printf 'tput\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$valid" "$5" "$detail" >>"$RAW"
+# CPU accounting: the proxy's own processes (gateway: the process; nginx arm:
+# master + workers; direct: none) and the upstream nginx's, read before and
+# after every run, give CPU microseconds per completed request — a figure
+# that does not depend on how the 2 cores were shared with the client.
+proxy_pids() {
+  case $1 in
+    gateway) echo "$GW_PID" ;;
+    nginx) echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" ;;
+    direct) echo "" ;;
+  esac
+}
+upstream_pids() { echo "$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')"; }
+CPU_P0=0 CPU_U0=0 CPU_S0="0 0" CPU_C0=0 CPU_T0=0
+cpu_start() { # cpu_start ARM  (main shell only: uses children_ticks)
+  # shellcheck disable=SC2046
+  CPU_P0=$(cpu_ticks $(proxy_pids "$1")); CPU_U0=$(cpu_ticks $(upstream_pids))
+  times >"$T/times"; CPU_C0=$(times_ticks "$T/times")
+  CPU_S0=$(sys_ticks); CPU_T0=$(date +%s.%N)
+}
+# cpu_stop ARM REQUESTS -> CPU_LINE: proxy_us_per_req, upstream_us_per_req,
+# proxy_cpu_seconds, other_load_cores, steal_cores (tab separated).
+# other_load = machine busy CPU minus proxy, upstream and this script's
+# children (the load tool): anything else running on the machine meanwhile.
+cpu_stop() {
+  local p1 u1 c1 s1 t1
+  # shellcheck disable=SC2046
+  p1=$(cpu_ticks $(proxy_pids "$1")); u1=$(cpu_ticks $(upstream_pids))
+  times >"$T/times"; c1=$(times_ticks "$T/times"); s1=$(sys_ticks); t1=$(date +%s.%N)
+  CPU_LINE=$(python3 -c '
+import sys
+a = sys.argv
+dp, du, dc, n, hz, arm = int(a[1]), int(a[2]), int(a[3]), int(a[4]), int(a[5]), a[6]
+b0, st0 = map(int, a[7].split()); b1, st1 = map(int, a[8].split())
+secs = max(1e-3, float(a[10]) - float(a[9]))
+us = lambda t: "%.1f" % (t * 1e6 / hz / n) if n > 0 else "-"
+other = max(0.0, ((b1 - b0) - dp - du - dc) / hz / secs)
+print("\t".join(["-" if arm == "direct" else us(dp), us(du), "%.2f" % (dp / hz), "%.2f" % other, "%.2f" % ((st1 - st0) / hz / secs)]))
+' "$((p1 - CPU_P0))" "$((u1 - CPU_U0))" "$((c1 - CPU_C0))" "${2:-0}" "$CLK_TCK" "$1" "$CPU_S0" "$s1" "$CPU_T0" "$t1")
+}
+
+# Other work on the machine (e.g. compiles) skews a run. Before each run,
+# with our own processes idle, measure machine busy CPU over 1 s and wait
+# while it exceeds 0.25 core: at most QUIET_WAIT s per run and 20x that in
+# total. Runs that still overlap other work are flagged in the report.
+QUIET_BUDGET=$((QUIET_WAIT * 20))
+wait_quiet() {
+  local i a b busy
+  for ((i = 0; i < QUIET_WAIT && QUIET_BUDGET > 0; i++)); do
+    a=$(sys_ticks); sleep 1; b=$(sys_ticks)
+    busy=$((${b%% *} - ${a%% *}))
+    [ "$busy" -le $((CLK_TCK / 4)) ] && return 0
+    QUIET_BUDGET=$((QUIET_BUDGET - 1))
+    [ "$i" = 0 ] && log "  waiting for other work on the machine to settle ($busy ticks/s busy)"
+  done
+  return 0
+}
+
+record_tput() { # record_tput WORKLOAD ARM REP PARSED_LINE MINTS CPU_LINE RAW_OUTPUT
+  local rps valid n detail pus uus psec other steal
+  IFS=$'\t' read -r rps valid n detail <<<"$4"
+  IFS=$'\t' read -r pus uus psec other steal <<<"$6"
+  printf 'tput\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$valid" "$5" "$pus" "$uus" "$other" "$steal" "$detail" >>"$RAW"
   if [ "$valid" != 1 ]; then
     FAILED=1
-    log "INVALID RUN: $1 $2 rep $3: $detail (raw output: $6)"
+    log "INVALID RUN: $1 $2 rep $3: $detail (raw output: $7)"
   else
-    log "  $1 $2 rep $3: $rps req/s ($detail)"
+    log "  $1 $2 rep $3: $rps req/s ($detail; CPU us/req proxy $pus upstream $uus; other load $other cores)"
   fi
 }
 
 run_workload() { # run_workload WORKLOAD ARM REP
-  local w=$1 arm=$2 rep=$3 out="$LOGS/$1-$2-rep$3.txt" mints="-" before
+  local w=$1 arm=$2 rep=$3 out="$LOGS/$1-$2-rep$3.txt" mints="-" before kind=wrk parsed
+  if [ "$w" = cold_10k ]; then
+    # 10,000 distinct users, one request each (then wrk stops); the gateway
+    # is restarted first so its token and session caches are empty.
+    [ "$arm" = gateway ] && restart_gw
+    before=$(wc -l <"$MINTS_LOG")
+  fi
+  wait_quiet
+  cpu_start "$arm"
   case $w in
-    h1_small) wrk -t1 -c32 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$DIR_PATH")" >"$out" 2>&1 || true
-              record_tput "$w" "$arm" "$rep" "$(python3 "$BENCH_DIR/parse.py" wrk "$out")" - "$out" ;;
-    h2_small) h2load -D "$DUR" -c 8 -m 16 -t 1 -H "$AUTH" "$(url "$arm" "$DIR_PATH")" >"$out" 2>&1 || true
-              record_tput "$w" "$arm" "$rep" "$(python3 "$BENCH_DIR/parse.py" h2load "$out")" - "$out" ;;
-    redirect) wrk -t1 -c32 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$REDIR_PATH")" >"$out" 2>&1 || true
-              record_tput "$w" "$arm" "$rep" "$(python3 "$BENCH_DIR/parse.py" wrk "$out")" - "$out" ;;
-    big_1mib) wrk -t1 -c8 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$BIG_PATH")" >"$out" 2>&1 || true
-              record_tput "$w" "$arm" "$rep" "$(python3 "$BENCH_DIR/parse.py" wrk "$out")" - "$out" ;;
-    cold_10k)
-      # 10,000 distinct users, one request each (then wrk stops itself);
-      # the gateway is restarted first so its token and session caches are empty.
-      [ "$arm" = gateway ] && restart_gw
-      before=$(wc -l <"$MINTS_LOG")
-      wrk -t1 -c32 -d120s --timeout 10s -s "$BENCH_DIR/tokens.lua" "$(url "$arm" "$DIR_PATH")" \
-        -- "$T/jwt-10k.txt" 10000 >"$out" 2>&1 || true
-      sleep 0.5
-      mints=$(($(wc -l <"$MINTS_LOG") - before))
-      record_tput "$w" "$arm" "$rep" "$(python3 "$BENCH_DIR/parse.py" wrk "$out")" "$mints" "$out"
-      if [ "$arm" = gateway ] && [ "$mints" != 10000 ]; then
-        FAILED=1
-        log "CHECK FAILED: cold_10k gateway rep $rep: upstream saw $mints mints, expected 10000"
-      fi ;;
+    h1_small) wrk -t1 -c32 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$DIR_PATH")" >"$out" 2>&1 || true ;;
+    h2_small) kind=h2load
+              h2load -D "$DUR" -c 8 -m 16 -t 1 -H "$AUTH" "$(url "$arm" "$DIR_PATH")" >"$out" 2>&1 || true ;;
+    redirect) wrk -t1 -c32 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$REDIR_PATH")" >"$out" 2>&1 || true ;;
+    big_1mib) wrk -t1 -c8 -d"${DUR}s" --timeout 10s -H "$AUTH" "$(url "$arm" "$BIG_PATH")" >"$out" 2>&1 || true ;;
+    cold_10k) wrk_limit "$out" "$out.done" "$(url "$arm" "$DIR_PATH")" "$T/jwt-10k.txt" 10000 300 ;;
   esac
+  if [ "$w" = cold_10k ]; then
+    parsed=$(python3 "$BENCH_DIR/parse.py" wrklimit "$out" "$out.done")
+  else
+    parsed=$(python3 "$BENCH_DIR/parse.py" "$kind" "$out")
+  fi
+  cpu_stop "$arm" "$(cut -f3 <<<"$parsed")"
+  if [ "$w" = cold_10k ]; then
+    sleep 0.5
+    mints=$(($(wc -l <"$MINTS_LOG") - before))
+  fi
+  record_tput "$w" "$arm" "$rep" "$parsed" "$mints" "$CPU_LINE" "$out"
+  if [ "$w" = cold_10k ] && [ "$arm" = gateway ] && [ "$mints" != 10000 ]; then
+    FAILED=1
+    log "CHECK FAILED: cold_10k gateway rep $rep: upstream saw $mints mints, expected 10000"
+  fi
   sleep 1
 }
 
@@ -211,12 +288,16 @@ log "fixed-rate latency: $RATE req/s (50% of nginx's median h1 small-GET $NGX_ME
 for ((rep = 1; rep <= REPS; rep++)); do
   for arm in $(rotated_arms "$rep"); do
     out="$LOGS/latency-$arm-rep$rep.json"
-    oha -q "$RATE" -z "${DUR}s" -c 32 --insecure --no-tui --latency-correction --output-format json \
+    wait_quiet
+    cpu_start "$arm"
+    oha -q "$RATE" -z "${DUR}s" -w -c 32 --insecure --no-tui --latency-correction --output-format json \
       -H "$AUTH" "$(url "$arm" "$DIR_PATH")" >"$out" 2>"$out.err" || true
-    IFS=$'\t' read -r rps p50 p99 valid detail <<<"$(python3 "$BENCH_DIR/parse.py" oha "$out")"
-    printf 'lat\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$arm" "$rep" "$RATE" "$rps" "$p50" "$p99" "$valid" "$detail" >>"$RAW"
+    IFS=$'\t' read -r rps p50 p99 valid n detail <<<"$(python3 "$BENCH_DIR/parse.py" oha "$out")"
+    cpu_stop "$arm" "$n"
+    IFS=$'\t' read -r pus uus psec other steal <<<"$CPU_LINE"
+    printf 'lat\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$arm" "$rep" "$RATE" "$rps" "$p50" "$p99" "$valid" "$pus" "$psec" "$other" "$steal" "$detail" >>"$RAW"
     if [ "$valid" != 1 ]; then FAILED=1; log "INVALID RUN: latency $arm rep $rep: $detail ($out)"
-    else log "  latency $arm rep $rep: p50 ${p50} ms p99 ${p99} ms at $rps req/s"; fi
+    else log "  latency $arm rep $rep: p50 ${p50} ms p99 ${p99} ms at $rps req/s (proxy CPU ${psec} s, $pus us/req; other load $other cores)"; fi
     sleep 1
   done
 done
@@ -252,9 +333,9 @@ t1=$(date +%s.%N)
 log "  warm user's first request (includes the 1 s mint): $(python3 -c "print(round(($t1-$t0)*1000))") ms"
 iso_oha() { # iso_oha PHASE REP
   local out="$LOGS/iso-$1-rep$2.json" rps p50 p99 valid detail
-  oha -q 200 -z "${ISO_D}s" -c 8 --insecure --no-tui --latency-correction --output-format json \
+  oha -q 200 -z "${ISO_D}s" -w -c 8 --insecure --no-tui --latency-correction --output-format json \
     -H "$ISO_AUTH" "$ISO_URL" >"$out" 2>"$out.err" || true
-  IFS=$'\t' read -r rps p50 p99 valid detail <<<"$(python3 "$BENCH_DIR/parse.py" oha "$out")"
+  IFS=$'\t' read -r rps p50 p99 valid _ detail <<<"$(python3 "$BENCH_DIR/parse.py" oha "$out")"
   printf 'iso\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rps" "$p50" "$p99" "$valid" "$detail" >>"$RAW"
   if [ "$valid" != 1 ]; then FAILED=1; log "INVALID RUN: isolation $1 rep $2: $detail ($out)"
   else log "  warm user ($1) rep $2: p50 $p50 ms p99 $p99 ms"; fi
@@ -263,6 +344,7 @@ for ((rep = 1; rep <= ISO_REPS; rep++)); do
   # Alternate which phase goes first.
   if ((rep % 2)); then phases="alone with_cold"; else phases="with_cold alone"; fi
   for phase in $phases; do
+    wait_quiet
     if [ "$phase" = alone ]; then
       iso_oha alone "$rep"
     else
