@@ -30,7 +30,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn resource_index(resource: &str) -> usize {
     RESOURCES
         .iter()
-        .position(|r| *r == resource)
+        .position(|(r, _)| *r == resource)
         .unwrap_or(RESOURCES.len() - 1)
 }
 
@@ -308,7 +308,7 @@ impl Metrics {
             .get_or_init(|| {
                 self.requests.with_label_values(&[
                     &h.name,
-                    RESOURCES[resource],
+                    RESOURCES[resource].0,
                     METHODS[method],
                     STATUS_CLASSES[class],
                 ])
@@ -317,7 +317,7 @@ impl Metrics {
         h.duration[rm]
             .get_or_init(|| {
                 self.duration
-                    .with_label_values(&[&h.name, RESOURCES[resource], METHODS[method]])
+                    .with_label_values(&[&h.name, RESOURCES[resource].0, METHODS[method]])
             })
             .observe(elapsed.as_secs_f64());
     }

@@ -6,7 +6,7 @@ use crate::error::GatewayError;
 
 const API_PREFIX: &str = "/api/v1/";
 
-use crate::smh::SPACE_SCOPED;
+use crate::smh::is_space_scoped;
 
 /// Segments after `/api/v1/space/<LibraryId>/` that are library-level calls,
 /// not SpaceIds (`list`, `count`).
@@ -39,7 +39,7 @@ impl<'a> SmhRoute<'a> {
         if library.is_empty() {
             return Err(GatewayError::RouteNotFound);
         }
-        let (space, rest) = if SPACE_SCOPED.contains(&resource) {
+        let (space, rest) = if is_space_scoped(resource) {
             let (space, rest) = split_segment(after);
             if space.is_empty() {
                 return Err(GatewayError::BadRequest(format!(

@@ -5,50 +5,39 @@ pub mod operation;
 pub mod token;
 pub mod wire;
 
-/// SMH resources the gateway knows by name (smh-api.md 5.x); the last
-/// entry, "other", stands for everything else (metrics labels).
-pub const RESOURCES: &[&str] = &[
-    "album",
-    "authority",
-    "batch",
-    "directory",
-    "directory-history",
-    "favorite",
-    "file",
-    "fs-delta",
-    "hls",
-    "inode",
-    "office",
-    "quota",
-    "recent",
-    "recycled",
-    "search",
-    "share",
-    "space",
-    "space-quota",
-    "stats",
-    "task",
-    "task-result",
-    "token",
-    "usage",
-    "other",
+/// SMH resources the gateway knows by name (smh-api.md 5.x), each with
+/// whether its second path segment is always a SpaceId (smh-api.md 1.1).
+/// The last entry, "other", stands for everything else (metrics labels).
+pub const RESOURCES: &[(&str, bool)] = &[
+    ("album", true),
+    ("authority", true),
+    ("batch", true),
+    ("directory", true),
+    ("directory-history", true),
+    ("favorite", true),
+    ("file", true),
+    ("fs-delta", true),
+    ("hls", true),
+    ("inode", true),
+    ("office", true),
+    ("quota", false),
+    ("recent", true),
+    ("recycled", true),
+    ("search", true),
+    ("share", false),
+    ("space", false),
+    ("space-quota", true),
+    ("stats", false),
+    ("task", false),
+    ("task-result", false),
+    ("token", false),
+    ("usage", false),
+    ("other", false),
 ];
 
-/// Resources whose second segment is always a SpaceId (smh-api.md 1.1, 5.x).
-pub const SPACE_SCOPED: &[&str] = &[
-    "album",
-    "authority",
-    "batch",
-    "directory",
-    "directory-history",
-    "favorite",
-    "file",
-    "fs-delta",
-    "hls",
-    "inode",
-    "office",
-    "recent",
-    "recycled",
-    "search",
-    "space-quota",
-];
+/// Whether `/api/v1/<resource>/<LibraryId>/<segment>` names a SpaceId.
+pub fn is_space_scoped(resource: &str) -> bool {
+    RESOURCES
+        .iter()
+        .any(|(name, scoped)| *scoped && *name == resource)
+}
