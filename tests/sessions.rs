@@ -29,6 +29,18 @@ struct Case {
     reason: String,
 }
 
+impl Vectors {
+    /// The token of the named fixture case.
+    fn token(&self, name: &str) -> String {
+        self.cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no fixture case {name}"))
+            .token
+            .clone()
+    }
+}
+
 fn vectors() -> Vectors {
     serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/vectors.json")).unwrap())
         .unwrap()
@@ -148,14 +160,7 @@ async fn inline_jwk_set_validates_by_kid() {
     let v = vectors();
     let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
     let h = gateway(session_toml(&v, &format!("jwks = '''{jwks}'''"), "")).await;
-    let token = |name: &str| {
-        v.cases
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-            .token
-            .clone()
-    };
+    let token = |name: &str| v.token(name);
     for name in ["rs256_valid", "es384_valid", "eddsa_valid"] {
         assert_eq!(try_token(&h, &token(name)).await.0, 200, "{name}");
     }
@@ -168,14 +173,7 @@ async fn pinned_algorithms_refuse_everything_else() {
     // Only RS256 accepted: an HS256 token is refused even with the right key.
     let toml = session_toml(&v, &pem_keys(), "").replace(ALL_ALGORITHMS, r#"["RS256"]"#);
     let h = gateway(toml).await;
-    let token = |name: &str| {
-        v.cases
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-            .token
-            .clone()
-    };
+    let token = |name: &str| v.token(name);
     assert_eq!(try_token(&h, &token("rs256_valid")).await.0, 200);
     for name in ["hs256_valid", "es256_valid", "ps256_valid", "alg_none"] {
         let (status, code, reached) = try_token(&h, &token(name)).await;
@@ -363,14 +361,7 @@ async fn jwks_rotation_without_restart_and_stale_keys_through_idp_outage() {
     let keys = jwks_keys(&idp, 0);
     let h = gateway(session_toml(&v, &keys, "")).await;
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 1, "fetched at start");
-    let token = |name: &str| {
-        v.cases
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-            .token
-            .clone()
-    };
+    let token = |name: &str| v.token(name);
     assert_eq!(try_token(&h, &token("rs256_valid")).await.0, 200);
     assert_eq!(
         try_token(&h, &token("rs256_rotated")).await.0,
