@@ -232,7 +232,7 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
     tasks.push(tokio::spawn(server::serve_tls(
         listener,
         Arc::new(tls),
-        move |_conn| service.clone(),
+        move |conn: &ConnInfo| service.for_connection(conn),
         Arc::new(ConnMetrics(metrics.clone())),
         shutdown.clone(),
     )));

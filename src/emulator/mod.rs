@@ -277,7 +277,7 @@ impl Emulator {
         });
         let shutdown = Shutdown::default();
         let svc_state = state.clone();
-        let make_service = move |_info| {
+        let make_service = move |_info: &_| {
             let state = svc_state.clone();
             tower::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();

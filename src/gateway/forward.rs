@@ -2,8 +2,7 @@
 //! streamed when it is not; the upstream call; and spotting SMH's
 //! `InvalidAccessToken` answer without buffering any other response.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -16,6 +15,7 @@ use crate::error::GatewayError;
 use crate::smh::wire::{code, ErrorBody};
 use crate::upstream::{Upstream, UpstreamError};
 
+use super::record::{LogShared, LogSlot};
 use super::rewrite;
 
 /// The body of an SMH 403 is tiny JSON; we read at most this much of it to
@@ -31,12 +31,12 @@ pub enum RequestBody {
 impl RequestBody {
     /// Reads up to `limit` bytes. A body that ends within the limit is kept
     /// for replay; a longer one continues as a stream (prefix + rest).
-    /// `counter` receives the number of body bytes as they pass.
+    /// `log` counts the body bytes as they pass.
     pub async fn read(
         mut incoming: Incoming,
         headers: &HeaderMap,
         limit: usize,
-        counter: Arc<AtomicU64>,
+        log: LogSlot,
     ) -> Result<Self, GatewayError> {
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
@@ -44,7 +44,7 @@ impl RequestBody {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             let counted = futures_util::StreamExt::map(BodyStream::new(incoming), move |r| {
-                count(&counter, r.map_err(BoxError::from))
+                count(&log, r.map_err(BoxError::from))
             });
             return Ok(Self::Streaming(Some(
                 StreamBody::new(counted).boxed_unsync(),
@@ -54,7 +54,7 @@ impl RequestBody {
         loop {
             match incoming.frame().await {
                 None => {
-                    counter.store(buf.len() as u64, Ordering::Relaxed);
+                    log.request_bytes.store(buf.len() as u64, Ordering::Relaxed);
                     return Ok(Self::Buffered(buf.freeze()));
                 }
                 Some(Err(e)) => {
@@ -119,13 +119,11 @@ pub struct Outgoing<'a> {
     pub request_id: &'a str,
 }
 
-fn count(
-    counter: &AtomicU64,
-    frame: Result<Frame<Bytes>, BoxError>,
-) -> Result<Frame<Bytes>, BoxError> {
+fn count(log: &LogShared, frame: Result<Frame<Bytes>, BoxError>) -> Result<Frame<Bytes>, BoxError> {
     if let Ok(f) = &frame {
         if let Some(d) = f.data_ref() {
-            counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+            log.request_bytes
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
         }
     }
     frame
@@ -156,17 +154,16 @@ pub async fn send(
 ) -> Result<Sent, GatewayError> {
     let pq = rewrite::upstream_path_and_query(out.path, out.query, token);
     let uri: Uri = upstream
-        .uri(&pq)
+        .uri_from(pq)
         .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
     let mut req = Request::new(body.take());
     *req.method_mut() = out.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    headers.clone_from(out.headers);
-    rewrite::strip_request_headers(headers);
+    *headers = rewrite::upstream_request_headers(out.headers);
     if let Ok(v) = HeaderValue::from_str(out.request_id) {
-        headers.insert(super::REQUEST_ID_HEADER, v);
+        headers.insert(super::REQUEST_ID, v);
     }
     let started = std::time::Instant::now();
     let resp = upstream.send(req).await.map_err(|e| {

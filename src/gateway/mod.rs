@@ -16,9 +16,11 @@
 pub mod cors;
 pub mod forward;
 pub mod record;
+pub mod request_id;
 pub mod rewrite;
 pub mod route;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,14 +29,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tower::Service;
 use tracing::Instrument;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Target};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -45,12 +46,9 @@ use crate::smh::token::{MintError, TokenKey, TokenOutcome, TokenService};
 use crate::upstream::Upstream;
 
 use forward::{Outgoing, RequestBody, SentKind};
-use record::{lock, Finisher, LogSlot, RecordedBody, RequestLog};
+use record::{lock, Finisher, LogSlot, RecordedBody};
+pub use request_id::{RequestId, REQUEST_ID, REQUEST_ID_HEADER};
 use route::SmhRoute;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// A client-supplied request id longer than this is replaced, not trusted.
-const MAX_CLIENT_REQUEST_ID_LEN: usize = 128;
 
 /// One SMH library the gateway fronts.
 #[derive(Debug)]
@@ -89,9 +87,10 @@ impl Gateway {
         let library = self.libraries.get(route.library);
         {
             let mut l = lock(log);
-            l.resource = Some(route.resource.to_string());
-            l.space = route.space.map(str::to_string);
-            l.path = Some(route.rest.to_string());
+            let (resource_idx, resource) = crate::smh::resource(route.resource);
+            l.resource_idx = Some(resource_idx);
+            l.resource = Some(resource);
+            l.target = Some(Target::new(route.space, route.rest));
             if let Some(lib) = library {
                 l.library = Some(lib.id.clone());
                 l.lib_idx = Some(lib.metrics_idx);
@@ -132,9 +131,13 @@ impl Gateway {
         }
         lock(log).token = Some(outcome);
         // 6. Forward, replaying once if SMH rejects a token we thought live.
-        let counter = lock(log).request_bytes.clone();
-        let mut body =
-            RequestBody::read(incoming, &parts.headers, self.replay_body_limit, counter).await?;
+        let mut body = RequestBody::read(
+            incoming,
+            &parts.headers,
+            self.replay_body_limit,
+            log.clone(),
+        )
+        .await?;
         lock(log).operation = Some(crate::smh::operation::name(
             &parts.method,
             route.resource,
@@ -164,7 +167,7 @@ impl Gateway {
         self.metrics
             .observe_upstream(library.metrics_idx, sent.upstream_latency);
         let mut l = lock(log);
-        l.code = sent.code;
+        l.code = sent.code.map(Cow::Owned);
         l.upstream_latency = Some(sent.upstream_latency);
         Ok(sent.response)
     }
@@ -194,6 +197,7 @@ impl Gateway {
             limit: Arc::new(Semaphore::new(max_concurrent)),
             timeout,
             cors,
+            client_addr: None,
         }
     }
 }
@@ -228,12 +232,25 @@ pub struct EdgeService {
     limit: Arc<Semaphore>,
     timeout: Duration,
     cors: Option<Arc<cors::Cors>>,
+    /// The connection's peer: the service is cloned per connection, so the
+    /// address travels with it rather than in every request's extensions.
+    client_addr: Option<std::net::SocketAddr>,
+}
+
+impl EdgeService {
+    /// The service for one client connection.
+    pub fn for_connection(&self, conn: &ConnInfo) -> Self {
+        Self {
+            client_addr: Some(conn.remote),
+            ..self.clone()
+        }
+    }
 }
 
 impl Service<Request<Incoming>> for EdgeService {
-    type Response = Response<Body>;
+    type Response = Response<RecordedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RecordedBody>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -244,14 +261,14 @@ impl Service<Request<Incoming>> for EdgeService {
         let time = SystemTime::now();
         let gw = self.gateway.clone();
         gw.metrics.in_flight.inc();
-        let rid = client_request_id(&req).unwrap_or_else(new_request_id);
-        let slot: LogSlot = Arc::new(std::sync::Mutex::new(RequestLog::default()));
-        let client_addr = req.extensions().get::<ConnInfo>().map(|c| c.remote);
+        let rid = RequestId::for_request(&req);
+        let slot = LogSlot::default();
+        let client_addr = self.client_addr;
         let method = req.method().clone();
         let span = tracing::debug_span!("request", id = %rid, method = %method);
         let cors = self.cors.clone();
         // Preflights are answered here: before sessions, without credentials.
-        let preflight = cors.as_ref().and_then(|c| c.preflight(&req, &rid));
+        let preflight = cors.as_ref().and_then(|c| c.preflight(&req, rid.as_str()));
         let origin = cors
             .as_ref()
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
@@ -261,26 +278,26 @@ impl Service<Request<Incoming>> for EdgeService {
             async move {
                 let outcome = match (preflight, permit) {
                     (Some(resp), _) => {
-                        lock(&slot).operation = Some("cors.preflight".into());
+                        lock(&slot).operation = Some("cors.preflight");
                         Ok(resp)
                     }
                     (None, Err(_)) => Err(GatewayError::Overloaded),
                     (None, Ok(_permit)) => {
-                        tokio::time::timeout(timeout, gw.handle(req, &rid, &slot))
+                        tokio::time::timeout(timeout, gw.handle(req, rid.as_str(), &slot))
                             .await
                             .unwrap_or(Err(GatewayError::Timeout))
                     }
                 };
                 let mut resp = outcome.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "request refused");
-                    lock(&slot).code = Some(e.status_and_code().1.to_string());
-                    e.to_response(&rid)
+                    lock(&slot).code = Some(Cow::Borrowed(e.status_and_code().1));
+                    e.to_response(rid.as_str())
                 });
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut resp);
                 }
-                if let Ok(v) = HeaderValue::from_str(&rid) {
-                    resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+                if let Some(v) = rid.header_value() {
+                    resp.headers_mut().insert(REQUEST_ID, v);
                 }
                 let status = resp.status().as_u16();
                 let fin = Finisher {
@@ -296,24 +313,9 @@ impl Service<Request<Incoming>> for EdgeService {
                     response_bytes: 0,
                     done: false,
                 };
-                Ok(resp.map(|inner| RecordedBody { inner, fin }.boxed_unsync()))
+                Ok(resp.map(|inner| RecordedBody { inner, fin }))
             }
             .instrument(span),
         )
     }
-}
-
-/// Accepts a client `X-Request-Id` made of safe characters only, so it can
-/// go into logs, headers and audit records unescaped.
-fn client_request_id<B>(req: &Request<B>) -> Option<Arc<str>> {
-    let v = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    let sane = !v.is_empty()
-        && v.len() <= MAX_CLIENT_REQUEST_ID_LEN
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    sane.then(|| Arc::from(v))
-}
-
-pub fn new_request_id() -> Arc<str> {
-    Arc::from(format!("{:032x}", rand::random::<u128>()))
 }

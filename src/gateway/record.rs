@@ -2,6 +2,7 @@
 //! turned into exactly one audit record plus the request metrics when the
 //! response body ends — or is dropped (client gone, timeout, shed).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -11,36 +12,49 @@ use bytes::Bytes;
 use http::Method;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::audit::{Audit, AuditRecord};
+use crate::audit::{Audit, AuditRecord, Target};
 use crate::body::{Body, BoxError};
 use crate::metrics::{self, Metrics};
 use crate::smh::token::TokenOutcome;
 
-/// Filled in by the stages of the request path.
+use super::request_id::RequestId;
+
+/// Filled in by the stages of the request path. Everything here is typed
+/// or shared (`Arc`, `&'static str`): the text of the audit line is made on
+/// the audit writer thread, not on the request path.
 #[derive(Debug, Default)]
 pub struct RequestLog {
     pub library: Option<Arc<str>>,
     /// Metric indexes, resolved once per request.
     pub lib_idx: Option<usize>,
-    pub resource: Option<String>,
-    pub space: Option<String>,
-    pub path: Option<String>,
+    pub resource_idx: Option<usize>,
+    /// Borrowed from the table of known resources; owned only for others.
+    pub resource: Option<Cow<'static, str>>,
+    pub target: Option<Target>,
     pub user_id: Option<Arc<str>>,
     pub client_id: Option<Arc<str>>,
     pub session_id: Option<Arc<str>>,
-    pub operation: Option<String>,
-    pub code: Option<String>,
+    /// The operation without its resource (see `smh::operation`).
+    pub operation: Option<&'static str>,
+    pub code: Option<Cow<'static, str>>,
     pub token: Option<TokenOutcome>,
     pub upstream_latency: Option<Duration>,
-    pub request_bytes: Arc<AtomicU64>,
 }
 
-/// Shared between the edge (which emits) and the stages (which fill in).
-pub type LogSlot = Arc<Mutex<RequestLog>>;
+/// Shared between the edge (which emits) and the stages (which fill in):
+/// one allocation per request.
+#[derive(Debug, Default)]
+pub struct LogShared {
+    log: Mutex<RequestLog>,
+    /// Request body bytes, counted as they stream past.
+    pub request_bytes: AtomicU64,
+}
 
-pub fn lock(slot: &LogSlot) -> std::sync::MutexGuard<'_, RequestLog> {
+pub type LogSlot = Arc<LogShared>;
+
+pub fn lock(slot: &LogShared) -> std::sync::MutexGuard<'_, RequestLog> {
     // A panic while holding the lock leaves plain data; keep recording.
-    slot.lock().unwrap_or_else(|p| p.into_inner())
+    slot.log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Emits the record and metrics once, at body end or drop.
@@ -48,7 +62,7 @@ pub struct Finisher {
     pub slot: LogSlot,
     pub started: Instant,
     pub time: SystemTime,
-    pub request_id: Arc<str>,
+    pub request_id: RequestId,
     pub method: Method,
     pub status: u16,
     pub client_addr: Option<std::net::SocketAddr>,
@@ -70,7 +84,9 @@ impl Finisher {
         let lib = log
             .lib_idx
             .unwrap_or_else(|| m.library_index(metrics::UNKNOWN_LIBRARY));
-        let resource = metrics::resource_index(log.resource.as_deref().unwrap_or("other"));
+        let resource = log
+            .resource_idx
+            .unwrap_or_else(|| metrics::resource_index("other"));
         m.observe_request(
             lib,
             resource,
@@ -79,6 +95,9 @@ impl Finisher {
             elapsed,
         );
         m.in_flight.dec();
+        if !self.audit.enabled() {
+            return;
+        }
         self.audit.record(AuditRecord {
             time: self.time,
             request_id: self.request_id.clone(),
@@ -86,19 +105,18 @@ impl Finisher {
             client_id: log.client_id.filter(|c| !c.is_empty()),
             session_id: log.session_id.filter(|s| !s.is_empty()),
             library: log.library,
-            space: log.space,
-            method: self.method.to_string(),
+            target: log.target,
+            method: self.method.clone(),
             resource: log.resource,
             operation: log.operation,
-            path: log.path,
             status: self.status,
             code: log.code,
-            request_bytes: log.request_bytes.load(Ordering::Relaxed),
+            request_bytes: self.slot.request_bytes.load(Ordering::Relaxed),
             response_bytes: self.response_bytes,
-            latency_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream_latency_ms: log.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+            latency: elapsed,
+            upstream_latency: log.upstream_latency,
             token: log.token.map(TokenOutcome::as_str),
-            client_addr: self.client_addr.map(|a| a.to_string()),
+            client_addr: self.client_addr,
         });
     }
 }

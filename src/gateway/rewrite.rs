@@ -3,27 +3,40 @@
 //! other parameter keeps its order, spelling and encoding (bare flags stay
 //! bare, `%2F` stays `%2F`).
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Query parameters a client may never pass to SMH through the gateway: SMH
 /// credentials and the admin-token `user_id` impersonation switch.
 pub const STRIPPED_QUERY_PARAMS: &[&str] = &["access_token", "library_secret", "user_id"];
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) plus the client's credentials and the
-/// host, which the upstream request sets itself.
-const STRIPPED_HEADERS: &[HeaderName] = &[
-    header::AUTHORIZATION,
-    header::COOKIE,
-    header::HOST,
-    header::CONNECTION,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+/// Hop-by-hop names collected per scan of a response's headers; a response
+/// with more (none seen in practice) takes another scan.
+const RESPONSE_HOPS_PER_SCAN: usize = 8;
+/// `Connection` tokens remembered per message; longer lists are re-read
+/// from the header for each name (correct, just slower).
+const MAX_CONNECTION_TOKENS: usize = 8;
+
+/// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `keep-alive` and
+/// `proxy-connection`), never forwarded either way. Matched as text, which
+/// compiles to a length switch and one comparison.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The client's credentials and the host (the upstream request sets its own).
+fn is_client_only(name: &str) -> bool {
+    matches!(name, "authorization" | "cookie" | "host")
+}
 
 /// Returns the upstream path-and-query: `path`, then the client's query
 /// without credentials, then `access_token=<token>`.
@@ -66,42 +79,95 @@ fn is_stripped(pair: &str) -> bool {
         .any(|s| s.eq_ignore_ascii_case(decoded.trim()))
 }
 
-/// Removes credentials and hop-by-hop headers, including any the client
-/// named in `Connection`.
-pub fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_connection_named(headers);
-    for h in STRIPPED_HEADERS {
-        headers.remove(h);
+/// The upstream request's headers: the client's, minus credentials,
+/// hop-by-hop headers and any the client named in `Connection`. Built in one
+/// pass over the client's headers (values are shared, not copied) rather
+/// than cloning them all and then removing names one lookup at a time.
+pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
+    let listed = Listed::new(client);
+    let mut out = HeaderMap::with_capacity(client.len() + 1);
+    for (name, value) in client {
+        let n = name.as_str();
+        if !is_client_only(n) && !is_hop_by_hop(n) && !listed.contains(n) {
+            out.append(name.clone(), value.clone());
+        }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
+    out
 }
 
-/// Removes hop-by-hop headers from an upstream response.
+/// Removes hop-by-hop headers (and those named in `Connection`) from an
+/// upstream response: one scan over the names finds what is present, and
+/// only that is removed.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
-    strip_connection_named(headers);
-    for h in [
-        header::CONNECTION,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(h);
+    loop {
+        let mut found: [Option<HeaderName>; RESPONSE_HOPS_PER_SCAN] = Default::default();
+        let mut n = 0;
+        let listed = Listed::new(headers);
+        for name in headers.keys() {
+            let s = name.as_str();
+            // `Connection` itself goes last: a further scan still needs it.
+            if n < found.len()
+                && name != header::CONNECTION
+                && (is_hop_by_hop(s) || listed.contains(s))
+            {
+                found[n] = Some(name.clone());
+                n += 1;
+            }
+        }
+        for name in found.iter().flatten() {
+            headers.remove(name);
+        }
+        if n < RESPONSE_HOPS_PER_SCAN {
+            headers.remove(header::CONNECTION);
+            return;
+        }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
 }
 
-fn strip_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+/// The names a message's `Connection` header lists, read once.
+struct Listed<'a> {
+    tokens: [&'a str; MAX_CONNECTION_TOKENS],
+    len: usize,
+    /// More tokens than fit: look through every value instead.
+    overflow: Option<header::GetAll<'a, HeaderValue>>,
+}
+
+impl<'a> Listed<'a> {
+    fn new(headers: &'a HeaderMap) -> Self {
+        let all = headers.get_all(header::CONNECTION);
+        let mut listed = Self {
+            tokens: [""; MAX_CONNECTION_TOKENS],
+            len: 0,
+            overflow: None,
+        };
+        let tokens = all
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        for t in tokens {
+            if listed.len == MAX_CONNECTION_TOKENS {
+                listed.overflow = Some(all);
+                break;
+            }
+            listed.tokens[listed.len] = t;
+            listed.len += 1;
+        }
+        listed
+    }
+
+    /// `name` is lowercase (a `HeaderName`); tokens may be any case.
+    fn contains(&self, name: &str) -> bool {
+        match &self.overflow {
+            None => self.tokens[..self.len]
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name)),
+            Some(all) => all
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name))),
+        }
     }
 }
 
@@ -148,8 +214,58 @@ mod tests {
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-smh-meta-a", "b".parse().unwrap());
-        strip_request_headers(&mut h);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["x-smh-meta-a"], "b");
+        h.append("x-smh-meta-a", "c".parse().unwrap());
+        h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        let out = upstream_request_headers(&h);
+        assert_eq!(out.len(), 2, "{out:?}");
+        let kept: Vec<_> = out.get_all("x-smh-meta-a").iter().collect();
+        assert_eq!(kept, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_long_connection_list_on_a_request_is_honoured_to_its_end() {
+        let mut h = HeaderMap::new();
+        let listed: Vec<String> = (0..12).map(|i| format!("X-Hop-{i}")).collect();
+        h.insert("connection", listed.join(",").parse().unwrap());
+        h.insert("x-hop-11", "1".parse().unwrap());
+        h.insert("x-hop-0", "1".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        let out = upstream_request_headers(&h);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out.contains_key("accept"));
+    }
+
+    #[test]
+    fn a_response_with_more_hop_headers_than_one_scan_holds_is_fully_stripped() {
+        let mut h = HeaderMap::new();
+        let listed: Vec<String> = (0..20).map(|i| format!("x-hop-{i}")).collect();
+        h.insert("connection", listed.join(", ").parse().unwrap());
+        for name in &listed {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        h.insert("etag", "\"e\"".parse().unwrap());
+        strip_response_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn strips_hop_headers_from_responses_including_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, X-Hop".parse().unwrap());
+        h.append("connection", "close, x-other-hop".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("x-other-hop", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("x-smh-request-id", "r1".parse().unwrap());
+        strip_response_headers(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "x-smh-request-id"]);
     }
 }

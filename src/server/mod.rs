@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::Body;
+use crate::body::BoxError;
 
 /// A client that has not finished its TLS handshake in this long is dropped,
 /// so idle half-open sockets cannot pin file descriptors.
@@ -82,21 +82,27 @@ pub struct NoObserver;
 impl ConnObserver for NoObserver {}
 
 /// Serves HTTPS on `listener` until `shutdown`, then drains in-flight
-/// connections for up to [`DRAIN_TIMEOUT`].
-pub async fn serve_tls<F, S>(
+/// connections for up to [`DRAIN_TIMEOUT`]. `make_service` builds the
+/// service for each connection once its handshake is done, so it can carry
+/// the connection's facts itself. Generic over the response body so the
+/// caller's own body type is not boxed a second time per request.
+pub async fn serve_tls<F, S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     make_service: F,
     observer: Arc<dyn ConnObserver>,
     shutdown: Shutdown,
 ) where
-    F: Fn(ConnInfo) -> S + Send + Sync + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+    F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
+    let make_service = Arc::new(make_service);
     let acceptor = TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -131,14 +137,7 @@ pub async fn serve_tls<F, S>(
         let observer = observer.clone();
         let local = local.unwrap_or(remote);
         let watcher = graceful.watcher();
-        let make = &make_service;
-        let info_base = ConnInfo {
-            remote,
-            local,
-            h2: false,
-        };
-        // Build the service before spawning so `make_service` need not be 'static-cloned.
-        let pending = (make)(info_base);
+        let make_service = make_service.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
@@ -149,13 +148,9 @@ pub async fn serve_tls<F, S>(
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = ConnInfo { h2, ..info_base };
+            let info = ConnInfo { remote, local, h2 };
             observer.opened(&info);
-            let svc = ConnService {
-                inner: pending,
-                info,
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let svc = hyper_util::service::TowerToHyperService::new(make_service(&info));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             let conn = watcher.watch(conn.into_owned());
             if let Err(e) = conn.await {
@@ -170,34 +165,6 @@ pub async fn serve_tls<F, S>(
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
-    }
-}
-
-/// Passes each request through with the connection info in its extensions.
-#[derive(Clone)]
-struct ConnService<S> {
-    inner: S,
-    info: ConnInfo,
-}
-
-impl<S> tower::Service<Request<Incoming>> for ConnService<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(self.info);
-        self.inner.call(req)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Everything SMH-specific: resource names, wire types and error codes,
 //! operation names, and the token service.
 
+use std::borrow::Cow;
+
 pub mod operation;
 pub mod token;
 pub mod wire;
@@ -34,6 +36,15 @@ pub const RESOURCES: &[(&str, bool)] = &[
     ("usage", false),
     ("other", false),
 ];
+
+/// A resource's row in [`RESOURCES`] (its metrics index) and its name,
+/// borrowed from the table when known; unknown resources share the last row.
+pub fn resource(name: &str) -> (usize, Cow<'static, str>) {
+    match RESOURCES.iter().position(|(r, _)| *r == name) {
+        Some(i) => (i, Cow::Borrowed(RESOURCES[i].0)),
+        None => (RESOURCES.len() - 1, Cow::Owned(name.to_owned())),
+    }
+}
 
 /// Whether `/api/v1/<resource>/<LibraryId>/<segment>` names a SpaceId.
 pub fn is_space_scoped(resource: &str) -> bool {

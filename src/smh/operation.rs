@@ -1,5 +1,5 @@
-//! Names the SMH operation a request performs, for the audit trail:
-//! `<resource>.<operation>`, from the method, the flag in the query, and —
+//! Names the SMH operation a request performs, for the audit trail
+//! (`<resource>.<operation>`), from the method, the flag in the query, and —
 //! for a flag-less `PUT` on a file or directory — the JSON body, because
 //! SMH overloads that one call (smh-api.md 5.3, 5.4).
 
@@ -47,13 +47,33 @@ pub fn put_body_kind(body: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// `body` is the request body when the gateway kept it (small bodies);
-/// `None` when it streamed.
-pub fn name(method: &Method, resource: &str, query: Option<&str>, body: Option<&[u8]>) -> String {
-    if let Some(flag) = FLAGS.iter().find(|f| crate::policy::has_flag(query, f)) {
-        return format!("{resource}.{flag}");
+/// The operation part of the name (`info`, `list`, `upload`, ...); the audit
+/// record prefixes the resource. `body` is the request body when the
+/// gateway kept it (small bodies); `None` when it streamed.
+///
+/// One pass over the query: every pair that is a flag (bare, empty or `=1`,
+/// as SMH reads them) is looked up in [`FLAGS`], and the earliest listed
+/// flag wins, whatever order the client wrote them in.
+pub fn name(
+    method: &Method,
+    resource: &str,
+    query: Option<&str>,
+    body: Option<&[u8]>,
+) -> &'static str {
+    let flag = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| match pair.split_once('=') {
+                None => Some(pair),
+                Some((k, "" | "1")) => Some(k),
+                Some(_) => None,
+            })
+            .filter_map(|k| FLAGS.iter().position(|f| *f == k))
+            .min()
+    });
+    if let Some(i) = flag {
+        return FLAGS[i];
     }
-    let op = match (method.as_str(), resource) {
+    match (method.as_str(), resource) {
         ("GET", "file") => "download",
         ("GET", "directory") => "list",
         ("GET", _) => "get",
@@ -65,8 +85,7 @@ pub fn name(method: &Method, resource: &str, query: Option<&str>, body: Option<&
         ("PUT", _) => "put",
         ("OPTIONS", _) => "options",
         _ => "other",
-    };
-    format!("{resource}.{op}")
+    }
 }
 
 #[cfg(test)]
@@ -74,37 +93,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_earliest_listed_flag_wins_in_any_order() {
+        assert_eq!(
+            name(&Method::POST, "file", Some("upload&multipart"), None),
+            "multipart"
+        );
+        assert_eq!(
+            name(&Method::GET, "file", Some("x=info&info=2&preview="), None),
+            "preview"
+        );
+        assert_eq!(
+            name(&Method::GET, "file", Some("limit=5"), None),
+            "download"
+        );
+    }
+
+    #[test]
     fn names_follow_flags_methods_and_put_bodies() {
-        assert_eq!(name(&Method::GET, "file", Some("info"), None), "file.info");
+        assert_eq!(name(&Method::GET, "file", Some("info"), None), "info");
         assert_eq!(
             name(&Method::POST, "file", Some("confirm=1"), None),
-            "file.confirm"
+            "confirm"
         );
         assert_eq!(
             name(&Method::GET, "directory", Some("by-marker&limit=5"), None),
-            "directory.by-marker"
+            "by-marker"
         );
-        assert_eq!(name(&Method::GET, "file", None, None), "file.download");
-        assert_eq!(name(&Method::PUT, "file", None, Some(b"")), "file.upload");
+        assert_eq!(name(&Method::GET, "file", None, None), "download");
+        assert_eq!(name(&Method::PUT, "file", None, Some(b"")), "upload");
         assert_eq!(
             name(&Method::PUT, "file", None, Some(br#"{"from":"a"}"#)),
-            "file.move"
+            "move"
         );
         assert_eq!(
             name(&Method::PUT, "file", None, Some(br#"{"copyFrom":"a"}"#)),
-            "file.copy"
+            "copy"
         );
         assert_eq!(
             name(&Method::PUT, "file", None, Some(br#"{"linkTo":"a"}"#)),
-            "file.symlink"
+            "symlink"
         );
-        assert_eq!(
-            name(&Method::PUT, "directory", None, None),
-            "directory.create"
-        );
+        assert_eq!(name(&Method::PUT, "directory", None, None), "create");
         assert_eq!(
             name(&Method::DELETE, "directory", Some("permanent=1"), None),
-            "directory.delete"
+            "delete"
         );
     }
 }

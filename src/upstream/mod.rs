@@ -1,18 +1,21 @@
 //! One pooled HTTPS client per library: rustls with the public roots plus
-//! the library's extra CA, h2 when SMH offers it, http/1.1 otherwise.
+//! the library's extra CA; http/1.1 keep-alive, or h2 when configured and
+//! SMH offers it.
 
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::HeaderValue;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
 use crate::body::Body;
+
+mod connector;
+use connector::TlsConnector;
 
 /// Idle pooled connections kept per upstream host; enough for bursts from a
 /// gallery page without holding hundreds of sockets open.
@@ -22,7 +25,10 @@ pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// `Host` for every request, made once: left to the client, it is
+    /// formatted afresh per request.
+    host: HeaderValue,
+    client: Client<TlsConnector, Body>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -53,22 +59,19 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("upstream {base_url} has no host"))?;
-        let tls = crate::tls::client_config(extra_ca, &[])?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only();
-        // ALPN offers h2 unless configured off: one multiplexed connection
-        // per library, or a pool of http/1.1 keep-alive connections (for
-        // upstreams or middleboxes that handle h2 poorly).
-        let connector = if http2 {
-            builder.enable_all_versions().wrap_connector(http)
+        if scheme != Scheme::HTTPS {
+            anyhow::bail!("upstream {base_url} must be https");
+        }
+        // ALPN offers h2 only when configured: one multiplexed connection per
+        // library, or (the default) a pool of http/1.1 keep-alive connections.
+        let alpn: &[&[u8]] = if http2 {
+            &[b"h2", b"http/1.1"]
         } else {
-            builder.enable_http1().wrap_connector(http)
+            &[b"http/1.1"]
         };
+        let tls = crate::tls::client_config(extra_ca, alpn)?;
+        let connector = TlsConnector::new(tls, connect_timeout);
+        let host = HeaderValue::from_str(authority.as_str())?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(pool_idle)
@@ -78,6 +81,7 @@ impl Upstream {
         Ok(Self {
             scheme,
             authority,
+            host,
             client,
         })
     }
@@ -91,11 +95,25 @@ impl Upstream {
             .build()
     }
 
+    /// Absolute URI for an owned path-and-query, without copying it.
+    pub fn uri_from(&self, path_and_query: String) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(
+            path_and_query,
+        ))?);
+        Ok(Uri::from_parts(parts)?)
+    }
+
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        req.headers_mut()
+            .entry(http::header::HOST)
+            .or_insert_with(|| self.host.clone());
         self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(error_chain(&e))
