@@ -125,11 +125,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the runtime gets one worker thread (`TOKIO_WORKER_THREADS=1`, or
+/// a one-CPU machine). Then the current-thread scheduler does the same job
+/// as a one-worker multi-thread runtime without its cross-thread machinery
+/// (work-stealing queues, atomics on every wake-up).
+fn single_worker() -> bool {
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Ok(v) => v.trim() == "1",
+        Err(_) => std::thread::available_parallelism().is_ok_and(|n| n.get() == 1),
+    }
+}
+
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = if single_worker() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

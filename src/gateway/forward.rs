@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::body::{self, Body, BoxError};
 use crate::error::GatewayError;
 use crate::smh::wire::{code, ErrorBody};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 
 use super::record::{LogShared, LogSlot};
 use super::rewrite;
@@ -187,7 +187,7 @@ pub async fn send(
 /// which are read to learn SMH's error code (for the audit trail, and for
 /// a 403 to know whether the token was rejected) and then passed on whole.
 async fn classify(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
 ) -> Result<(SentKind, Response<Body>, Option<String>), GatewayError> {
     let (mut parts, incoming) = resp.into_parts();
     rewrite::strip_response_headers(&mut parts.headers);

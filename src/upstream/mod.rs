@@ -2,12 +2,12 @@
 //! the library's extra CA; http/1.1 keep-alive, or h2 when configured and
 //! SMH offers it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::HeaderValue;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
@@ -15,7 +15,10 @@ use rustls::pki_types::CertificateDer;
 use crate::body::Body;
 
 mod connector;
+mod pool;
 use connector::TlsConnector;
+use pool::H1Pool;
+pub use pool::UpstreamBody;
 
 /// Idle pooled connections kept per upstream host; enough for bursts from a
 /// gallery page without holding hundreds of sockets open.
@@ -28,7 +31,16 @@ pub struct Upstream {
     /// `Host` for every request, made once: left to the client, it is
     /// formatted afresh per request.
     host: HeaderValue,
-    client: Client<TlsConnector, Body>,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    /// The default: our own keep-alive pool (`pool.rs`), origin-form URIs.
+    H1(Arc<H1Pool>),
+    /// `upstream.http2`: hyper-util's client, which multiplexes h2 (and
+    /// falls back to http/1.1 when SMH does not offer h2); absolute URIs.
+    Negotiated(Box<Client<TlsConnector, Body>>),
 }
 
 impl std::fmt::Debug for Upstream {
@@ -72,37 +84,51 @@ impl Upstream {
         let tls = crate::tls::client_config(extra_ca, alpn)?;
         let connector = TlsConnector::new(tls, connect_timeout);
         let host = HeaderValue::from_str(authority.as_str())?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool_idle)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .timer(TokioTimer::new())
-            .build(connector);
+        let transport = if http2 {
+            Transport::Negotiated(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(pool_idle)
+                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                    .timer(TokioTimer::new())
+                    .build(connector),
+            ))
+        } else {
+            let target = Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()?;
+            Transport::H1(Arc::new(H1Pool::new(
+                connector,
+                target,
+                POOL_MAX_IDLE_PER_HOST,
+                pool_idle,
+            )))
+        };
         Ok(Self {
             scheme,
             authority,
             host,
-            client,
+            transport,
         })
     }
 
-    /// Absolute URI for an upstream path-and-query.
+    /// The request URI for an upstream path-and-query, in the form the
+    /// transport sends.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        self.uri_from(path_and_query.to_owned())
     }
 
-    /// Absolute URI for an owned path-and-query, without copying it.
+    /// The same for an owned path-and-query, without copying it.
     pub fn uri_from(&self, path_and_query: String) -> Result<Uri, http::Error> {
+        let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))?;
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(
-            path_and_query,
-        ))?);
+        if matches!(self.transport, Transport::Negotiated(_)) {
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
+        parts.path_and_query = Some(pq);
         Ok(Uri::from_parts(parts)?)
     }
 
@@ -110,17 +136,21 @@ impl Upstream {
         &self.authority
     }
 
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         req.headers_mut()
             .entry(http::header::HOST)
             .or_insert_with(|| self.host.clone());
-        self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect(error_chain(&e))
-            } else {
-                UpstreamError::Request(error_chain(&e))
-            }
-        })
+        match &self.transport {
+            Transport::H1(pool) => pool.send(req).await,
+            Transport::Negotiated(client) => match client.request(req).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
+                Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+                Err(e) => Err(UpstreamError::Request(error_chain(&e))),
+            },
+        }
     }
 }
 

@@ -1,0 +1,219 @@
+//! The HTTP/1.1 keep-alive pool for one upstream host.
+//!
+//! hyper-util's general-purpose client spawns a task per request to hand
+//! the connection back to its pool, keys the pool by scheme and authority
+//! behind a shared map, and races a checkout against a fresh connect; an
+//! `Upstream` has exactly one host, so the pool is a stack of idle
+//! connections behind a mutex, and a connection goes back onto it when the
+//! response body ends — from the body itself, with no extra task.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+
+use super::connector::TlsConnector;
+use super::UpstreamError;
+use crate::body::Body;
+
+pub struct H1Pool {
+    connector: TlsConnector,
+    /// `https://<authority>/`: what the connector dials.
+    target: Uri,
+    /// Most recently returned last: reuse keeps few connections hot, and
+    /// the ones idle longest sit at the front for eviction.
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl H1Pool {
+    pub fn new(
+        connector: TlsConnector,
+        target: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            connector,
+            target,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or
+    /// a new one. A pooled connection the upstream closed while it sat idle
+    /// hands the request back unsent; it then goes out on a fresh
+    /// connection, so a stale socket never surfaces as an error.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        while let Some(mut sender) = self.checkout() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.attach(sender, resp)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Request(super::error_chain(e.error()))),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::Request(super::error_chain(&e)))?;
+        Ok(self.attach(sender, resp))
+    }
+
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = lock(&self.idle);
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        // Evict from the front: those have been idle longest.
+        let stale = idle
+            .iter()
+            .take_while(|e| e.sender.is_closed() || e.since.elapsed() >= self.idle_timeout)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
+        let mut connector = self.connector.clone();
+        let io = tower::Service::call(&mut connector, self.target.clone())
+            .await
+            .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Ties the connection to the response body, which returns it at its
+    /// end (at once for a response without a body).
+    fn attach(
+        self: &Arc<Self>,
+        sender: SendRequest<Body>,
+        resp: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        let done = resp.body().is_end_stream();
+        let mut recycle = Some(Recycle {
+            sender,
+            pool: self.clone(),
+        });
+        if done {
+            if let Some(r) = recycle.take() {
+                r.run();
+            }
+        }
+        resp.map(|inner| UpstreamBody { inner, recycle })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The pool holds plain data; a panic elsewhere must not poison it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Recycle {
+    sender: SendRequest<Body>,
+    pool: Arc<H1Pool>,
+}
+
+impl Recycle {
+    fn run(self) {
+        self.pool.checkin(self.sender);
+    }
+}
+
+/// An upstream response body. Dropped before its end (client gone), the
+/// connection is dropped with it rather than reused mid-message.
+pub struct UpstreamBody {
+    inner: Incoming,
+    recycle: Option<Recycle>,
+}
+
+impl UpstreamBody {
+    /// A body from a client that pools by itself (the h2 path).
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self {
+            inner,
+            recycle: None,
+        }
+    }
+}
+
+impl UpstreamBody {
+    fn finished(&mut self) {
+        if let Some(r) = self.recycle.take() {
+            r.run();
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finished(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finished(),
+            Poll::Ready(Some(Err(_))) => this.recycle = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
