@@ -465,12 +465,13 @@ pub struct UpstreamConfig {
     #[serde(default = "default_pool_idle")]
     pub pool_idle_secs: u64,
     /// Offer HTTP/2 to SMH (one multiplexed connection per library) instead
-    /// of a pool of HTTP/1.1 keep-alive connections. Off by default: through
-    /// hyper's h2 client every proxied request cost 15% more CPU instructions
-    /// (callgrind, small listing: 124.5k vs 106.2k per request), because
-    /// HPACK decoding copies each upstream response header into a fresh
-    /// allocation and each stream carries its own bookkeeping; HTTP/1.1
-    /// keeps connections and TLS sessions alive just as well.
+    /// of the HTTP/1.1 keep-alive pool. Off by default: measured on loopback
+    /// the two cost the same CPU per proxied request (h2 spends ~15% more
+    /// instructions in HPACK and stream bookkeeping, and saves them again by
+    /// coalescing writes of concurrent streams), while the pool keeps one
+    /// slow or lost response from stalling every other request on a shared
+    /// connection, and is what the nginx baseline does. Turn it on when the
+    /// number of sockets to SMH matters more.
     #[serde(default)]
     pub http2: bool,
 }

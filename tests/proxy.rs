@@ -223,6 +223,42 @@ async fn encoded_paths_and_bare_flags_pass_unchanged() {
         .is_some_and(|q| q.starts_with("info&access_token="))));
 }
 
+/// `upstream.http2 = true` takes hyper-util's client (h2 to the emulator)
+/// instead of the keep-alive pool: listing, a PUT with a body and the
+/// remint-and-replay all behave the same.
+#[tokio::test]
+async fn the_h2_upstream_transport_proxies_and_replays_too() {
+    let h = Harness::start_with(EmulatorConfig::default(), "[upstream]\nhttp2 = true\n").await;
+    let lib = h.lib().to_string();
+    let s = h.session("hana", &["editor"]);
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    assert_eq!(h.get(&list, &s).await.status(), 200);
+    let old = h.hooks().tokens_for_user("hana")[0].token.clone();
+    h.hooks().fail_next_uses(&old, 1);
+    let resp = h
+        .client
+        .put(h.url(&format!("/api/v1/directory/{lib}/-/over-h2")))
+        .bearer_auth(&s)
+        .json(&serde_json::json!({"labels": ["y"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let seen: Vec<_> = h
+        .hooks()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/over-h2"))
+        .collect();
+    assert_eq!(seen.len(), 2, "rejected once, replayed once");
+    assert_eq!(seen[0].body_bytes, seen[1].body_bytes);
+    assert_eq!(
+        seen[1].header("host"),
+        None,
+        "h2 names the host in :authority only"
+    );
+}
+
 #[tokio::test]
 async fn forced_invalid_token_is_reminted_and_replayed_invisibly() {
     let h = Harness::start().await;

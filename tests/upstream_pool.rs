@@ -29,7 +29,8 @@ impl ConnObserver for Opened {
 
 const BIG: usize = 4 * 1024 * 1024;
 
-/// A keep-alive HTTPS server: `/big` answers 4 MiB, anything else "ok".
+/// A keep-alive HTTPS server (h2 and http/1.1): `/big` answers 4 MiB,
+/// `/wire` describes the request as it arrived, anything else "ok".
 async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -39,6 +40,16 @@ async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
         tower::service_fn(|req: Request<Incoming>| async move {
             let body = if req.uri().path() == "/big" {
                 Bytes::from(vec![b'x'; BIG])
+            } else if req.uri().path() == "/wire" {
+                let host = req
+                    .headers()
+                    .get("host")
+                    .map(|h| h.to_str().unwrap().to_owned());
+                let authority = req.uri().authority().map(|a| a.to_string());
+                Bytes::from(format!(
+                    "{:?} host={host:?} authority={authority:?}",
+                    req.version()
+                ))
             } else {
                 Bytes::from_static(b"ok")
             };
@@ -56,15 +67,38 @@ async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
 }
 
 fn upstream(pki: &ThrowAwayPki, port: u16) -> Upstream {
+    upstream_with(pki, port, false)
+}
+
+fn upstream_with(pki: &ThrowAwayPki, port: u16, http2: bool) -> Upstream {
     smh_gateway::tls::install_crypto_provider();
     Upstream::new(
         &format!("https://localhost:{port}"),
         &[pki.ca_der()],
         Duration::from_secs(5),
         Duration::from_secs(90),
-        false,
+        http2,
     )
     .unwrap()
+}
+
+/// HTTP/1.1 carries the upstream's host in `Host`; h2 (`upstream.http2`)
+/// carries it in `:authority` only — nginx answers 400 to an h2 request
+/// that also has a `host` header.
+#[tokio::test]
+async fn each_transport_names_the_host_the_way_its_protocol_does() {
+    let pki = ThrowAwayPki::generate(&[]).unwrap();
+    let (port, _) = keep_alive_server(&pki).await;
+    let (_, h1) = get(&upstream_with(&pki, port, false), "/wire").await;
+    assert_eq!(
+        h1,
+        format!("HTTP/1.1 host=Some(\"localhost:{port}\") authority=None")
+    );
+    let (_, h2) = get(&upstream_with(&pki, port, true), "/wire").await;
+    assert_eq!(
+        h2,
+        format!("HTTP/2.0 host=None authority=Some(\"localhost:{port}\")")
+    );
 }
 
 async fn get(up: &Upstream, path: &str) -> (u16, Bytes) {

@@ -28,8 +28,7 @@ pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
-    /// `Host` for every request, made once: left to the client, it is
-    /// formatted afresh per request.
+    /// `Host` for every HTTP/1.1 request through the pool, made once.
     host: HeaderValue,
     transport: Transport,
 }
@@ -140,11 +139,16 @@ impl Upstream {
         &self,
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        req.headers_mut()
-            .entry(http::header::HOST)
-            .or_insert_with(|| self.host.clone());
         match &self.transport {
-            Transport::H1(pool) => pool.send(req).await,
+            Transport::H1(pool) => {
+                req.headers_mut()
+                    .entry(http::header::HOST)
+                    .or_insert_with(|| self.host.clone());
+                pool.send(req).await
+            }
+            // hyper-util derives `Host` (h1) or `:authority` (h2) from the
+            // absolute URI; an explicit `Host` next to `:authority` is a
+            // 400 at nginx-fronted h2 servers.
             Transport::Negotiated(client) => match client.request(req).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
                 Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
