@@ -28,10 +28,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 pub fn resource_index(resource: &str) -> usize {
-    RESOURCES
-        .iter()
-        .position(|(r, _)| *r == resource)
-        .unwrap_or(RESOURCES.len() - 1)
+    crate::smh::resource(resource).0
 }
 
 pub fn method_index(method: &http::Method) -> usize {

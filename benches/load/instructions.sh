@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Deterministic cost of one proxied request: the gateway runs under
+# The steady cost of one proxied request: the gateway runs under
 # valgrind's callgrind (one worker), h2load sends N small GETs (HTTP/1.1
 # keep-alive, 8 connections) after a warm-up, and the script prints the
 # instructions executed per request (all gateway threads, audit writer
 # included) and the calls to malloc per request. Unlike req/s on a shared
-# 2-core VM, these numbers repeat to within a fraction of a percent, so a
-# change to the hot path can be judged before a full load run.
+# 2-core VM, these numbers repeat closely, so a
+# change to the hot path can be judged before a full load run (repeat runs
+# agree within about 2%).
 #
 # Usage: benches/load/instructions.sh [--requests N] [--keep] [--toml 'EXTRA TOML']
 #                                     [--bin PATH]
@@ -48,14 +49,7 @@ else
   GATEWAY_BIN=$REPO_DIR/target/profiling/smh-gateway
 fi
 
-T=$(mktemp -d /tmp/smh-instr.XXXXXX)
-on_exit() {
-  local rc=$?
-  cleanup_started
-  if [ "$KEEP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-  exit $rc
-}
-trap on_exit EXIT
+make_work_dir instr
 
 read -r P_UP P_GW P_GWADM <<<"$(free_ports 3)"
 make_tls "$T/tls"

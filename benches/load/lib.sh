@@ -50,6 +50,22 @@ build_gateway() {
   [ -x "$GATEWAY_BIN" ] || die "$GATEWAY_BIN missing after build"
 }
 
+# make_work_dir NAME -> T: a fresh temp dir, removed on exit (kept when KEEP=1)
+# after everything started is stopped; a script may define before_exit to
+# stop its own extras first. Call directly, not in $(...).
+make_work_dir() {
+  T=$(mktemp -d "/tmp/smh-$1.XXXXXX")
+  trap _on_exit EXIT
+  trap 'exit 130' INT TERM
+}
+_on_exit() {
+  local rc=$?
+  if declare -F before_exit >/dev/null; then before_exit; fi
+  cleanup_started
+  if [ "${KEEP:-0}" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
+  exit $rc
+}
+
 # Raise the fd limit: 65536 if allowed, else the hard limit.
 raise_nofile() {
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -45,17 +45,9 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((CONNS + 1024)) ]; then
 fi
 [ "$NOFILE" -ge 65536 ] 2>/dev/null || log "note: ulimit -n 65536 not permitted here; using the hard limit $NOFILE"
 
-T=$(mktemp -d /tmp/smh-mem.XXXXXX)
 HOLD_PID=""
-on_exit() {
-  local rc=$?
-  [ -n "$HOLD_PID" ] && stop_pid "$HOLD_PID"
-  cleanup_started
-  if [ "$KEEP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-  exit $rc
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+before_exit() { if [ -n "$HOLD_PID" ]; then stop_pid "$HOLD_PID"; fi; }
+make_work_dir mem
 PROBLEM=0
 # Rows go to --out when given (run.sh's report reads them), else to stdout.
 row() {

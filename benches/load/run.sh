@@ -43,15 +43,7 @@ ensure_tools
 build_gateway
 raise_nofile
 
-T=$(mktemp -d /tmp/smh-load.XXXXXX)
-on_exit() {
-  local rc=$?
-  cleanup_started
-  if [ "$KEEP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-  exit $rc
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+make_work_dir load
 
 RAW=$T/raw.tsv
 : >"$RAW"

@@ -84,9 +84,7 @@ impl Finisher {
         let lib = log
             .lib_idx
             .unwrap_or_else(|| m.library_index(metrics::UNKNOWN_LIBRARY));
-        let resource = log
-            .resource_idx
-            .unwrap_or_else(|| metrics::resource_index("other"));
+        let resource = log.resource_idx.unwrap_or(crate::smh::OTHER_RESOURCE);
         m.observe_request(
             lib,
             resource,

@@ -42,9 +42,12 @@ pub const RESOURCES: &[(&str, bool)] = &[
 pub fn resource(name: &str) -> (usize, Cow<'static, str>) {
     match RESOURCES.iter().position(|(r, _)| *r == name) {
         Some(i) => (i, Cow::Borrowed(RESOURCES[i].0)),
-        None => (RESOURCES.len() - 1, Cow::Owned(name.to_owned())),
+        None => (OTHER_RESOURCE, Cow::Owned(name.to_owned())),
     }
 }
+
+/// The row of "other" in [`RESOURCES`].
+pub const OTHER_RESOURCE: usize = RESOURCES.len() - 1;
 
 /// Whether `/api/v1/<resource>/<LibraryId>/<segment>` names a SpaceId.
 pub fn is_space_scoped(resource: &str) -> bool {

@@ -131,10 +131,6 @@ impl Upstream {
         Ok(Uri::from_parts(parts)?)
     }
 
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
     pub async fn send(
         &self,
         mut req: Request<Body>,
