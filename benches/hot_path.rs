@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -18,8 +18,8 @@ use smh_gateway::gateway::rewrite;
 use smh_gateway::gateway::route::SmhRoute;
 use smh_gateway::gateway::RequestId;
 use smh_gateway::metrics::Metrics;
-use smh_gateway::session::SessionValidator;
-use smh_gateway::smh::token::{MintTarget, TokenKey, TokenService};
+use smh_gateway::session::{SessionMemo, SessionValidator};
+use smh_gateway::smh::token::{MintTarget, TokenKey, TokenMemo, TokenService};
 use smh_gateway::upstream::Upstream;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
@@ -110,6 +110,14 @@ fn token_cache_hit(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { tokens.get(black_box(&key)).await.unwrap() })
     });
+    let mut memo = TokenMemo::default();
+    let now = Instant::now();
+    c.bench_function("token_memo_hit", |b| {
+        b.iter(|| {
+            rt.block_on(tokens.get_memoized(black_box(&key), &mut memo, now))
+                .unwrap()
+        })
+    });
     emu.shutdown();
 }
 
@@ -177,10 +185,22 @@ audience = "smh-gateway"
                     .unwrap()
             })
         });
-        rt.block_on(validator.authenticate(&parts)).unwrap();
+        let now = Instant::now();
+        rt.block_on(validator.authenticate(&parts, &mut SessionMemo::default(), now))
+            .unwrap();
+        // A new connection's first request: digest + shared cache.
         group.bench_function(format!("{alg}_cached"), |b| {
             b.iter(|| {
-                rt.block_on(validator.authenticate(black_box(&parts)))
+                let mut memo = SessionMemo::default();
+                rt.block_on(validator.authenticate(black_box(&parts), &mut memo, now))
+                    .unwrap()
+            })
+        });
+        // The next requests on that connection: the connection's memo.
+        let mut memo = SessionMemo::default();
+        group.bench_function(format!("{alg}_memo"), |b| {
+            b.iter(|| {
+                rt.block_on(validator.authenticate(black_box(&parts), &mut memo, now))
                     .unwrap()
             })
         });

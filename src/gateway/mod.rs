@@ -41,8 +41,8 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::{Operation, Policy};
 use crate::server::ConnInfo;
-use crate::session::{SessionOutcome, SessionValidator};
-use crate::smh::token::{MintError, TokenKey, TokenOutcome, TokenService};
+use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
+use crate::smh::token::{MintError, TokenKey, TokenMemo, TokenOutcome, TokenService};
 use crate::upstream::Upstream;
 
 use forward::{Outgoing, RequestBody, SentKind};
@@ -78,6 +78,8 @@ impl Gateway {
         req: Request<Incoming>,
         request_id: &str,
         log: &LogSlot,
+        conn: &ConnMemo,
+        now: Instant,
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
 
@@ -98,8 +100,13 @@ impl Gateway {
         }
         let library =
             library.ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
-        // 3. Session.
-        let authenticated = self.sessions.authenticate(&parts).await;
+        // 3. Session. The connection's memo goes back once the token is
+        // known; a concurrent HTTP/2 stream meanwhile just finds it empty.
+        let mut memo = conn.take();
+        let authenticated = self
+            .sessions
+            .authenticate(&parts, &mut memo.memo.session, now)
+            .await;
         self.count_session(&authenticated);
         let session = authenticated?.0;
         {
@@ -124,7 +131,12 @@ impl Gateway {
             grant: decision.grant,
             period_secs: decision.period_secs,
         };
-        let (mut token, outcome) = self.tokens.get(&key).await.map_err(mint_error)?;
+        let (mut token, outcome) = self
+            .tokens
+            .get_memoized(&key, &mut memo.memo.token, now)
+            .await
+            .map_err(mint_error)?;
+        drop(memo);
         match outcome {
             TokenOutcome::Hit => self.metrics.token_cache_hits.inc(),
             _ => self.metrics.token_cache_misses.inc(),
@@ -153,15 +165,23 @@ impl Gateway {
         };
         let mut sent = forward::send(&library.upstream, &out, &mut body, token.token()).await?;
         if sent.kind == SentKind::InvalidToken {
-            self.tokens.invalidate_if_same(&key, token.token()).await;
+            // The replay path is boxed so it does not size every request's
+            // future (see `TokenService::get_memoized`).
+            Box::pin(self.tokens.invalidate_if_same(&key, token.token())).await;
             // A streamed body is gone: the client's own refresh logic retries
             // and gets the fresh token then.
             if body.is_replayable() {
                 tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
                 self.metrics.remint(library.metrics_idx);
-                (token, _) = self.tokens.get(&key).await.map_err(mint_error)?;
+                (token, _) = Box::pin(self.tokens.get(&key)).await.map_err(mint_error)?;
                 lock(log).token = Some(TokenOutcome::Reminted);
-                sent = forward::send(&library.upstream, &out, &mut body, token.token()).await?;
+                sent = Box::pin(forward::send(
+                    &library.upstream,
+                    &out,
+                    &mut body,
+                    token.token(),
+                ))
+                .await?;
             }
         }
         self.metrics
@@ -198,6 +218,7 @@ impl Gateway {
             timeout,
             cors,
             client_addr: None,
+            memo: Arc::default(),
         }
     }
 }
@@ -212,6 +233,40 @@ fn mint_error(e: MintError) -> GatewayError {
             tracing::error!(error = %m, "token API refused to mint; check the library id and secret");
             GatewayError::TokenMintRejected(m)
         }
+    }
+}
+
+/// What the last request on one client connection resolved: its session
+/// and its SMH token, reused by the next request when they still apply (see
+/// [`SessionMemo`] and [`TokenMemo`]). Taken out for the request and put
+/// back, so no lock is held across an await.
+#[derive(Default)]
+pub struct ConnMemo(std::sync::Mutex<Memo>);
+
+#[derive(Default)]
+struct Memo {
+    session: SessionMemo,
+    token: TokenMemo,
+}
+
+impl ConnMemo {
+    /// The memo, out of the connection until the guard is dropped (also
+    /// on an early error return, so a refused request does not cost the
+    /// next one its memo).
+    fn take(&self) -> MemoGuard<'_> {
+        let memo = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        MemoGuard { conn: self, memo }
+    }
+}
+
+struct MemoGuard<'a> {
+    conn: &'a ConnMemo,
+    memo: Memo,
+}
+
+impl Drop for MemoGuard<'_> {
+    fn drop(&mut self) {
+        *self.conn.0.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut self.memo);
     }
 }
 
@@ -235,6 +290,7 @@ pub struct EdgeService {
     /// The connection's peer: the service is cloned per connection, so the
     /// address travels with it rather than in every request's extensions.
     client_addr: Option<std::net::SocketAddr>,
+    memo: Arc<ConnMemo>,
 }
 
 impl EdgeService {
@@ -242,6 +298,7 @@ impl EdgeService {
     pub fn for_connection(&self, conn: &ConnInfo) -> Self {
         Self {
             client_addr: Some(conn.remote),
+            memo: Arc::default(),
             ..self.clone()
         }
     }
@@ -274,6 +331,7 @@ impl Service<Request<Incoming>> for EdgeService {
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
         let permit = self.limit.clone().try_acquire_owned();
         let timeout = self.timeout;
+        let memo = self.memo.clone();
         Box::pin(
             async move {
                 let outcome = match (preflight, permit) {
@@ -282,11 +340,12 @@ impl Service<Request<Incoming>> for EdgeService {
                         Ok(resp)
                     }
                     (None, Err(_)) => Err(GatewayError::Overloaded),
-                    (None, Ok(_permit)) => {
-                        tokio::time::timeout(timeout, gw.handle(req, rid.as_str(), &slot))
-                            .await
-                            .unwrap_or(Err(GatewayError::Timeout))
-                    }
+                    (None, Ok(_permit)) => tokio::time::timeout(
+                        timeout,
+                        gw.handle(req, rid.as_str(), &slot, &memo, started),
+                    )
+                    .await
+                    .unwrap_or(Err(GatewayError::Timeout)),
                 };
                 let mut resp = outcome.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "request refused");

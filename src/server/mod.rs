@@ -1,6 +1,13 @@
-//! Listeners: TCP accept, rustls handshake, hyper-util's auto (h1 + h2)
-//! connection builder, per-connection limits and graceful drain. Shared by
-//! the client listener, the admin listener and the emulator.
+//! Listeners: TCP accept, rustls handshake, hyper's HTTP/1.1 or HTTP/2
+//! connection as ALPN agreed, per-connection limits and graceful drain.
+//! Shared by the client listener and the emulator.
+//!
+//! The protocol comes from ALPN alone: `h2` is HTTP/2, anything else
+//! (`http/1.1`, or no ALPN at all, as with wrk) is HTTP/1.1. RFC 9113 3.3
+//! requires HTTP/2 over TLS to be negotiated with ALPN, so there is no
+//! conforming client this turns away, and the connection skips hyper-util's
+//! protocol sniffing (a buffering read wrapper and a second state machine
+//! around every read).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +17,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -104,17 +110,14 @@ pub async fn serve_tls<F, S, B>(
 {
     let make_service = Arc::new(make_service);
     let acceptor = TlsAcceptor::from(tls);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_LIST_BYTES);
-    let builder = Arc::new(builder);
+    let builders = Arc::new((h1, h2));
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
 
@@ -133,7 +136,7 @@ pub async fn serve_tls<F, S, B>(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let observer = observer.clone();
         let local = local.unwrap_or(remote);
         let watcher = graceful.watcher();
@@ -151,9 +154,14 @@ pub async fn serve_tls<F, S, B>(
             let info = ConnInfo { remote, local, h2 };
             observer.opened(&info);
             let svc = hyper_util::service::TowerToHyperService::new(make_service(&info));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            let conn = watcher.watch(conn.into_owned());
-            if let Err(e) = conn.await {
+            let io = TokioIo::new(tls);
+            let (h1_builder, h2_builder) = &*builders;
+            let ended = if h2 {
+                watcher.watch(h2_builder.serve_connection(io, svc)).await
+            } else {
+                watcher.watch(h1_builder.serve_connection(io, svc)).await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %remote, "connection ended with error");
             }
             observer.closed(&info);

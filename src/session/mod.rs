@@ -53,6 +53,31 @@ struct CachedSession {
     valid_until: Instant,
 }
 
+/// The session one client connection last presented. Gallery pages send
+/// runs of requests with one credential over one connection; for those the
+/// memo replaces a SHA-256 of the credential and a shared-cache lookup with
+/// a comparison of the credential bytes. It belongs to one connection only
+/// and never outlives the session's own validity (sessions have no other
+/// revocation: the shared cache also keeps them until they expire).
+#[derive(Default)]
+pub struct SessionMemo(Option<(Box<str>, Arc<CachedSession>)>);
+
+impl SessionMemo {
+    fn get(&self, credential: &str, now: Instant) -> Option<&Session> {
+        let (held, entry) = self.0.as_ref()?;
+        (same_bytes(held, credential) && entry.valid_until > now).then_some(&entry.session)
+    }
+
+    /// `get` checks validity, so an entry that may not be cached at all
+    /// (zero lifetime) is simply never answered from.
+    fn remember(&mut self, credential: &str, entry: Arc<CachedSession>) {
+        match &mut self.0 {
+            Some((held, slot)) if same_bytes(held, credential) => *slot = entry,
+            _ => self.0 = Some((credential.into(), entry)),
+        }
+    }
+}
+
 struct SessionExpiry;
 
 impl Expiry<[u8; 32], Arc<CachedSession>> for SessionExpiry {
@@ -146,11 +171,17 @@ impl SessionValidator {
 
     /// Validates the request's credential. Errors are already in the form
     /// the configuration asks for (gateway-style or SMH-SDK-compatible).
+    ///
+    /// `memo` is the connection's: a request presenting the same credential
+    /// as the connection's previous one, while that session is still valid,
+    /// is answered from it without the digest and the shared cache.
     pub async fn authenticate(
         &self,
         parts: &Parts,
+        memo: &mut SessionMemo,
+        now: Instant,
     ) -> Result<(Session, SessionOutcome), GatewayError> {
-        self.authenticate_inner(parts)
+        self.authenticate_inner(parts, memo, now)
             .await
             .map_err(|e| self.shape(e))
     }
@@ -158,34 +189,41 @@ impl SessionValidator {
     async fn authenticate_inner(
         &self,
         parts: &Parts,
+        memo: &mut SessionMemo,
+        now: Instant,
     ) -> Result<(Session, SessionOutcome), GatewayError> {
         let credential = credential::extract(&self.sources, parts)?;
         if credential.len() > MAX_CREDENTIAL_BYTES {
             return Err(GatewayError::InvalidSession("credential too large".into()));
         }
+        if let Some(session) = memo.get(&credential, now) {
+            return Ok((
+                self.with_client_header(session, parts),
+                SessionOutcome::Cached,
+            ));
+        }
         let key = digest(&credential);
-        if let Some(hit) = self.cache.get(&key) {
-            if hit.valid_until > Instant::now() {
-                return Ok((
-                    self.with_client_header(&hit.session, parts),
-                    SessionOutcome::Cached,
-                ));
-            }
-        }
-        let (session, valid_for) = self.validate(&credential, &key).await?;
-        if !valid_for.is_zero() {
-            self.cache.insert(
-                key,
-                Arc::new(CachedSession {
-                    session: session.clone(),
+        let cached = self.cache.get(&key).filter(|hit| hit.valid_until > now);
+        let (entry, outcome) = match cached {
+            Some(hit) => (hit, SessionOutcome::Cached),
+            None => {
+                // Boxed: validation (JWKS fetch, introspection call) is a
+                // large future, and inline it would make every request's
+                // future that large, cache hits included.
+                let (session, valid_for) = Box::pin(self.validate(&credential, &key)).await?;
+                let entry = Arc::new(CachedSession {
+                    session,
                     valid_until: Instant::now() + valid_for,
-                }),
-            );
-        }
-        Ok((
-            self.with_client_header(&session, parts),
-            SessionOutcome::Validated,
-        ))
+                });
+                if !valid_for.is_zero() {
+                    self.cache.insert(key, entry.clone());
+                }
+                (entry, SessionOutcome::Validated)
+            }
+        };
+        let session = self.with_client_header(&entry.session, parts);
+        memo.remember(&credential, entry);
+        Ok((session, outcome))
     }
 
     /// Validates without the session cache (benchmarks, diagnostics).
@@ -329,6 +367,17 @@ impl SessionValidator {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+}
+
+/// Compares without stopping at the first difference: a connection shared
+/// by several users (a proxy in front of the gateway) must not learn one
+/// user's credential from how long a mismatch with another's takes.
+fn same_bytes(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
 }
 
 fn digest(credential: &str) -> [u8; 32] {

@@ -30,6 +30,14 @@ const MAX_TOKEN_RESPONSE_BYTES: usize = 16 * 1024;
 /// hung token API cannot pin every waiting request for the edge timeout.
 pub const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection may reuse the token it last looked up before it
+/// reads the shared cache again. That read is what slides the cached
+/// token's idle expiry; doing it at least this often keeps the cache's
+/// view of "in use" true for tokens served from a connection's memo, and
+/// bounds how late a capacity eviction is noticed. Invalidations do not
+/// wait for it: they bump the service's epoch, which every memo checks.
+pub const MEMO_RECHECK: Duration = Duration::from_secs(1);
+
 /// What a token is for. Two requests share a token only when all of it matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
@@ -125,8 +133,24 @@ pub struct TokenService {
     cache: Cache<TokenKey, Arc<CachedToken>>,
     targets: Arc<HashMap<Arc<str>, MintTarget>>,
     margin: Duration,
+    max_age: Duration,
     mints: Arc<AtomicU64>,
+    /// Bumped whenever a token is dropped before its time (SMH rejected it,
+    /// or the cache was flushed), so no connection's memo serves it again.
+    epoch: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+}
+
+/// The token one client connection last used, and until when it may use it
+/// again without the shared cache (see [`MEMO_RECHECK`]).
+#[derive(Default)]
+pub struct TokenMemo(Option<Memoized>);
+
+struct Memoized {
+    key: TokenKey,
+    token: Arc<CachedToken>,
+    epoch: u64,
+    reuse_until: Instant,
 }
 
 impl TokenService {
@@ -145,9 +169,45 @@ impl TokenService {
             cache,
             targets: Arc::new(targets),
             margin,
+            max_age,
             mints: Arc::new(AtomicU64::new(0)),
+            epoch: Arc::new(AtomicU64::new(0)),
             metrics,
         }
+    }
+
+    /// [`TokenService::get`] through the connection's memo: the token the
+    /// connection used last, if the key is the same, nothing was
+    /// invalidated since, and it is within its recheck interval, idle
+    /// lifetime and maximum age (`now` is when the request arrived).
+    pub async fn get_memoized(
+        &self,
+        key: &TokenKey,
+        memo: &mut TokenMemo,
+        now: Instant,
+    ) -> Result<(Arc<CachedToken>, TokenOutcome), MintError> {
+        // Read before the lookup: an invalidation racing with it leaves the
+        // memo already stale.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(m) = &memo.0 {
+            if now < m.reuse_until && m.epoch == epoch && m.key == *key {
+                return Ok((m.token.clone(), TokenOutcome::Hit));
+            }
+        }
+        // Boxed: the cache's insert-or-mint future is large; inline, it
+        // would size every request's future, memo hits included.
+        let (token, outcome) = Box::pin(self.get(key)).await?;
+        // From `now`, not from when the cache answered: never later than
+        // the cache's own idle expiry, which counts from that read.
+        let reuse_until =
+            (now + MEMO_RECHECK.min(token.idle_ttl)).min(token.minted_at + self.max_age);
+        memo.0 = Some(Memoized {
+            key: key.clone(),
+            token: token.clone(),
+            epoch,
+            reuse_until,
+        });
+        Ok((token, outcome))
     }
 
     /// A token for `key`, minting on a miss (one mint per key at a time).
@@ -183,6 +243,8 @@ impl TokenService {
                 std::future::ready(op)
             })
             .await;
+        // Whether or not this request removed it, `stale` is dead at SMH.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Total successful mints since start.
@@ -199,6 +261,7 @@ impl TokenService {
     /// Drops every cached token (used by revocation and tests).
     pub fn clear(&self) {
         self.cache.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     async fn mint(&self, key: &TokenKey) -> Result<Arc<CachedToken>, MintError> {

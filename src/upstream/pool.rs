@@ -74,7 +74,9 @@ impl H1Pool {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: TCP + TLS + handshake is a large future, needed only
+        // when no idle connection is left; inline it would size every send.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender
             .send_request(req)
             .await
