@@ -145,7 +145,9 @@ impl Upstream {
             // hyper-util derives `Host` (h1) or `:authority` (h2) from the
             // absolute URI; an explicit `Host` next to `:authority` is a
             // 400 at nginx-fronted h2 servers.
-            Transport::Negotiated(client) => match client.request(req).await {
+            // Boxed: the pooled HTTP/1.1 path is the default and the hot
+            // one; this arm inline would double the size of every send.
+            Transport::Negotiated(client) => match Box::pin(client.request(req)).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
                 Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
                 Err(e) => Err(UpstreamError::Request(error_chain(&e))),
