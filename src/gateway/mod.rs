@@ -7,9 +7,11 @@
 //!             (`EdgeService`)
 //!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest]
 //!  2 library: known LibraryId or 404
-//!  3 session: credential -> Session, or 401 (503 if the IdP is down)
+//!  3 session: credential -> Session, or 401 (503 if the IdP is down);
+//!             the connection's memo first, then the shared cache
 //!  4 policy:  roles -> grant, space, period, allowed operation, or 403
-//!  5 token:   cached per-user SMH token (single-flight mint), or 503
+//!  5 token:   per-user SMH token from the connection's memo or the cache
+//!             (single-flight mint), or 503
 //!  6 forward: strip client credentials, inject the token, stream; on
 //!             InvalidAccessToken drop that token, mint, replay once
 
