@@ -107,7 +107,7 @@ impl Gateway {
         let mut memo = conn.take();
         let authenticated = self
             .sessions
-            .authenticate(&parts, &mut memo.memo.session, now)
+            .authenticate(&parts, &mut memo.session, now)
             .await;
         self.count_session(&authenticated);
         let session = authenticated?.0;
@@ -135,7 +135,7 @@ impl Gateway {
         };
         let (mut token, outcome) = self
             .tokens
-            .get_memoized(&key, &mut memo.memo.token, now)
+            .get_memoized(&key, &mut memo.token, now)
             .await
             .map_err(mint_error)?;
         drop(memo);
@@ -264,6 +264,19 @@ impl ConnMemo {
 struct MemoGuard<'a> {
     conn: &'a ConnMemo,
     memo: Memo,
+}
+
+impl std::ops::Deref for MemoGuard<'_> {
+    type Target = Memo;
+    fn deref(&self) -> &Memo {
+        &self.memo
+    }
+}
+
+impl std::ops::DerefMut for MemoGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Memo {
+        &mut self.memo
+    }
 }
 
 impl Drop for MemoGuard<'_> {
