@@ -98,18 +98,18 @@ impl H1Pool {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = lock(&self.idle);
         // Evict from the front: those have been idle longest.
         let stale = idle
             .iter()
-            .take_while(|e| e.sender.is_closed() || e.since.elapsed() >= self.idle_timeout)
+            .take_while(|e| {
+                e.sender.is_closed() || now.duration_since(e.since) >= self.idle_timeout
+            })
             .count();
         idle.drain(..stale);
         if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(Idle { sender, since: now });
         }
     }
 
@@ -137,17 +137,19 @@ impl H1Pool {
         sender: SendRequest<Body>,
         resp: Response<Incoming>,
     ) -> Response<UpstreamBody> {
-        let done = resp.body().is_end_stream();
-        let mut recycle = Some(Recycle {
-            sender,
-            pool: self.clone(),
-        });
-        if done {
-            if let Some(r) = recycle.take() {
-                r.run();
+        resp.map(|inner| {
+            let mut body = UpstreamBody {
+                inner,
+                recycle: Some(Recycle {
+                    sender,
+                    pool: self.clone(),
+                }),
+            };
+            if body.inner.is_end_stream() {
+                body.finished();
             }
-        }
-        resp.map(|inner| UpstreamBody { inner, recycle })
+            body
+        })
     }
 }
 
@@ -182,9 +184,7 @@ impl UpstreamBody {
             recycle: None,
         }
     }
-}
 
-impl UpstreamBody {
     fn finished(&mut self) {
         if let Some(r) = self.recycle.take() {
             r.run();
