@@ -242,7 +242,7 @@ fn audit_encoding(c: &mut Criterion) {
     c.bench_function("audit_record_encode", |b| {
         b.iter(|| {
             buf.clear();
-            serde_json::to_writer(&mut buf, black_box(&rec)).unwrap();
+            black_box(&rec).write_json_line(&mut buf);
             buf.len()
         })
     });

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use http::Method;
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::config::{AuditConfig, AuditSink};
@@ -105,45 +104,87 @@ impl Target {
     }
 }
 
-/// The audit line's field order is part of its format: keep it stable.
-///
-/// Composite fields (timestamp, operation, address) are formatted into a
-/// stack buffer and handed to the serializer as one string: through
-/// `collect_str` every formatted piece went through the escaper separately.
-impl Serialize for AuditRecord {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl AuditRecord {
+    /// Appends the record to `out` as one JSON object and a newline. The
+    /// field order is part of the format: keep it stable.
+    ///
+    /// The keys are fixed ASCII and written as they are; only the values go
+    /// through serde_json (string escaping, number formatting). Through a
+    /// `Serialize` map every key went through the escaper too, which was
+    /// most of the cost of a record. Composite values (timestamp,
+    /// operation, address) are formatted on the stack and escaped once.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mut m = s.serialize_map(Some(19))?;
-        m.serialize_entry("time", rfc3339(self.time).as_str())?;
-        m.serialize_entry("request_id", self.request_id.as_str())?;
-        m.serialize_entry("user_id", &self.user_id)?;
-        m.serialize_entry("client_id", &self.client_id)?;
-        m.serialize_entry("session_id", &self.session_id)?;
-        m.serialize_entry("library", &self.library)?;
-        m.serialize_entry("space", &self.target.as_ref().and_then(Target::space))?;
-        m.serialize_entry("method", self.method.as_str())?;
-        m.serialize_entry("resource", &self.resource)?;
+        let mut j = JsonObject::start(out);
+        j.str("time", Some(rfc3339(self.time).as_str()));
+        j.str("request_id", Some(self.request_id.as_str()));
+        j.str("user_id", self.user_id.as_deref());
+        j.str("client_id", self.client_id.as_deref());
+        j.str("session_id", self.session_id.as_deref());
+        j.str("library", self.library.as_deref());
+        j.str("space", self.target.as_ref().and_then(Target::space));
+        j.str("method", Some(self.method.as_str()));
+        j.str("resource", self.resource.as_deref());
         let operation = self.operation.map(|op| match self.resource.as_deref() {
             Some(r) => StackStr::joined(&[r, ".", op]),
             None => StackStr::joined(&[op]),
         });
-        m.serialize_entry("operation", &operation.as_ref().map(StackStr::as_str))?;
-        m.serialize_entry("path", &self.target.as_ref().map(Target::path))?;
-        m.serialize_entry("status", &self.status)?;
-        m.serialize_entry("code", &self.code)?;
-        m.serialize_entry("request_bytes", &self.request_bytes)?;
-        m.serialize_entry("response_bytes", &self.response_bytes)?;
-        m.serialize_entry("latency_ms", &ms(self.latency))?;
-        m.serialize_entry("upstream_latency_ms", &self.upstream_latency.map(ms))?;
-        m.serialize_entry("token", &self.token)?;
+        j.str("operation", operation.as_ref().map(StackStr::as_str));
+        j.str("path", self.target.as_ref().map(Target::path));
+        j.value("status", &self.status);
+        j.str("code", self.code.as_deref());
+        j.value("request_bytes", &self.request_bytes);
+        j.value("response_bytes", &self.response_bytes);
+        j.value("latency_ms", &ms(self.latency));
+        j.value("upstream_latency_ms", &self.upstream_latency.map(ms));
+        j.str("token", self.token);
         let addr = self.client_addr.map(|a| {
             let mut b = StackStr::default();
             // Cannot fail: an IPv6 address with port fits the buffer.
             let _ = std::fmt::Write::write_fmt(&mut b, format_args!("{a}"));
             b
         });
-        m.serialize_entry("client_addr", &addr.as_ref().map(StackStr::as_str))?;
-        m.end()
+        j.str("client_addr", addr.as_ref().map(StackStr::as_str));
+        j.end();
+    }
+}
+
+/// A flat JSON object written field by field into a byte buffer.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn start(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    /// `key` is one of the record's own names: plain ASCII, nothing to escape.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &'static str, v: Option<&str>) {
+        self.value(key, &v);
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) {
+        self.key(key);
+        // Writing to a Vec cannot fail, and strings, integers and floats
+        // always serialise (a non-finite float becomes null).
+        let _ = serde_json::to_writer(&mut *self.out, v);
+    }
+
+    fn end(self) {
+        self.out.extend_from_slice(b"}\n");
     }
 }
 
@@ -307,19 +348,17 @@ fn write_loop(
             match rx.try_recv() {
                 Ok(rec) => {
                     line.clear();
-                    if serde_json::to_writer(&mut line, &rec).is_ok() {
-                        line.push(b'\n');
-                        if let Some(o) = out.as_mut() {
-                            let _ = o.write_all(&line);
-                        }
-                        if let Some(f) = file.as_mut() {
-                            if let Err(e) = f.write(&line) {
-                                tracing::error!(error = %e, "audit file write failed");
-                            }
-                        }
-                        metrics.audit_written.inc();
-                        wrote = true;
+                    rec.write_json_line(&mut line);
+                    if let Some(o) = out.as_mut() {
+                        let _ = o.write_all(&line);
                     }
+                    if let Some(f) = file.as_mut() {
+                        if let Err(e) = f.write(&line) {
+                            tracing::error!(error = %e, "audit file write failed");
+                        }
+                    }
+                    metrics.audit_written.inc();
+                    wrote = true;
                 }
                 Err(TryRecvError::Empty) => break false,
                 Err(TryRecvError::Disconnected) => break true,
@@ -437,10 +476,20 @@ mod tests {
         }
     }
 
+    /// The record as the writer thread writes it, checked to be one line
+    /// of valid JSON, parsed.
+    fn json(rec: &AuditRecord) -> serde_json::Value {
+        let mut line = Vec::new();
+        rec.write_json_line(&mut line);
+        assert_eq!(line.pop(), Some(b'\n'));
+        assert!(!line.contains(&b'\n'), "one line per record");
+        serde_json::from_slice(&line).unwrap()
+    }
+
     #[test]
     fn records_serialise_typed_fields_as_one_json_object() {
         let rec = record();
-        let v: serde_json::Value = serde_json::to_value(&rec).unwrap();
+        let v = json(&rec);
         assert_eq!(v["time"], "2026-11-28T08:00:00.123456Z");
         assert_eq!(v["request_id"], rec.request_id.as_str());
         assert_eq!(v["space"], "-");
@@ -456,12 +505,34 @@ mod tests {
     }
 
     #[test]
+    fn fields_keep_their_order_and_text_is_escaped() {
+        let mut rec = record();
+        rec.target = Some(Target::new(Some("-"), "a\nb\u{1}\\c\"é"));
+        let v = json(&rec);
+        assert_eq!(v["path"], "a\nb\u{1}\\c\"é");
+        let mut line = Vec::new();
+        rec.write_json_line(&mut line);
+        let text = String::from_utf8(line).unwrap();
+        let order = [
+            "time", "request_id", "user_id", "client_id", "session_id", "library", "space",
+            "method", "resource", "operation", "path", "status", "code", "request_bytes",
+            "response_bytes", "latency_ms", "upstream_latency_ms", "token", "client_addr",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.starts_with("{\"time\":\"2026-11-28T08:00:00.123456Z\","));
+    }
+
+    #[test]
     fn a_record_without_resource_or_space_names_the_operation_alone() {
         let mut rec = record();
         rec.resource = None;
         rec.operation = Some("cors.preflight");
         rec.target = Some(Target::new(None, "a/b"));
-        let v: serde_json::Value = serde_json::to_value(&rec).unwrap();
+        let v = json(&rec);
         assert_eq!(v["operation"], "cors.preflight");
         assert!(v["space"].is_null());
         assert_eq!(v["path"], "a/b");
@@ -477,7 +548,7 @@ mod tests {
             u32::MAX,
         );
         rec.client_addr = Some(addr.into());
-        let v: serde_json::Value = serde_json::to_value(&rec).unwrap();
+        let v = json(&rec);
         assert_eq!(v["client_addr"], addr.to_string());
         assert_eq!(
             v["client_addr"],
