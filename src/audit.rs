@@ -138,12 +138,7 @@ impl AuditRecord {
         j.value("latency_ms", &ms(self.latency));
         j.value("upstream_latency_ms", &self.upstream_latency.map(ms));
         j.str("token", self.token);
-        let addr = self.client_addr.map(|a| {
-            let mut b = StackStr::default();
-            // Cannot fail: an IPv6 address with port fits the buffer.
-            let _ = std::fmt::Write::write_fmt(&mut b, format_args!("{a}"));
-            b
-        });
+        let addr = self.client_addr.map(address);
         j.str("client_addr", addr.as_ref().map(StackStr::as_str));
         j.end();
     }
@@ -237,6 +232,30 @@ impl std::fmt::Write for StackStr {
             Ok(())
         }
     }
+}
+
+/// `a.b.c.d:port` by hand (through `Display` this was a fifth of the cost
+/// of a record); IPv6 through `Display`.
+fn address(a: SocketAddr) -> StackStr {
+    let mut b = StackStr::default();
+    let mut digits = itoa::Buffer::new();
+    match a {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    let _ = std::fmt::Write::write_str(&mut b, ".");
+                }
+                let _ = std::fmt::Write::write_str(&mut b, digits.format(octet));
+            }
+            let _ = std::fmt::Write::write_str(&mut b, ":");
+            let _ = std::fmt::Write::write_str(&mut b, digits.format(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            // Cannot fail: an IPv6 address with scope and port fits.
+            let _ = std::fmt::Write::write_fmt(&mut b, format_args!("{a}"));
+        }
+    }
+    b
 }
 
 /// UTC, RFC 3339, microseconds: fixed width, so lines sort as text.
@@ -514,9 +533,25 @@ mod tests {
         rec.write_json_line(&mut line);
         let text = String::from_utf8(line).unwrap();
         let order = [
-            "time", "request_id", "user_id", "client_id", "session_id", "library", "space",
-            "method", "resource", "operation", "path", "status", "code", "request_bytes",
-            "response_bytes", "latency_ms", "upstream_latency_ms", "token", "client_addr",
+            "time",
+            "request_id",
+            "user_id",
+            "client_id",
+            "session_id",
+            "library",
+            "space",
+            "method",
+            "resource",
+            "operation",
+            "path",
+            "status",
+            "code",
+            "request_bytes",
+            "response_bytes",
+            "latency_ms",
+            "upstream_latency_ms",
+            "token",
+            "client_addr",
         ];
         let at: Vec<usize> = order
             .iter()
@@ -536,6 +571,19 @@ mod tests {
         assert_eq!(v["operation"], "cors.preflight");
         assert!(v["space"].is_null());
         assert_eq!(v["path"], "a/b");
+    }
+
+    #[test]
+    fn client_addresses_read_as_rust_writes_them() {
+        for a in [
+            "0.0.0.0:0",
+            "203.0.113.7:53000",
+            "255.255.255.255:65535",
+            "10.0.0.1:8",
+        ] {
+            let addr: SocketAddr = a.parse().unwrap();
+            assert_eq!(address(addr).as_str(), addr.to_string());
+        }
     }
 
     #[test]
