@@ -9,8 +9,6 @@
 //! protocol sniffing (a buffering read wrapper and a second state machine
 //! around every read).
 
-mod coalesce;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -156,7 +154,7 @@ pub async fn serve_tls<F, S, B>(
             let info = ConnInfo { remote, local, h2 };
             observer.opened(&info);
             let svc = hyper_util::service::TowerToHyperService::new(make_service(&info));
-            let io = coalesce::Coalescing(TokioIo::new(tls));
+            let io = TokioIo::new(tls);
             let (h1_builder, h2_builder) = &*builders;
             let ended = if h2 {
                 watcher.watch(h2_builder.serve_connection(io, svc)).await
