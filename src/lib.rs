@@ -16,5 +16,6 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod smh;
+pub mod sync;
 pub mod tls;
 pub mod upstream;

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
 use super::tokens::{TokenRecord, TokenStore};
@@ -66,12 +68,6 @@ pub struct Hooks {
     token_api_down: AtomicBool,
     operations: Mutex<Vec<OperationRecord>>,
     requests: Mutex<Vec<SeenRequest>>,
-}
-
-/// A poisoned lock only means a test thread panicked mid-update; the data is
-/// still the best view available, so keep serving instead of cascading panics.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hooks {

@@ -118,6 +118,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sync::lock;
+
 use ::http::{Request, Response};
 use hyper::body::Incoming;
 use rand::distributions::{Alphanumeric, DistString};
@@ -213,11 +215,6 @@ pub(crate) struct State {
     fs: Mutex<fs::Fs>,
     cos: Mutex<cos::CosStore>,
     spaces: Mutex<BTreeSet<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl State {

@@ -256,7 +256,7 @@ impl ConnMemo {
     /// on an early error return, so a refused request does not cost the
     /// next one its memo).
     fn take(&self) -> MemoGuard<'_> {
-        let memo = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let memo = std::mem::take(&mut *crate::sync::lock(&self.0));
         MemoGuard { conn: self, memo }
     }
 }
@@ -281,7 +281,7 @@ impl std::ops::DerefMut for MemoGuard<'_> {
 
 impl Drop for MemoGuard<'_> {
     fn drop(&mut self) {
-        *self.conn.0.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut self.memo);
+        *crate::sync::lock(&self.conn.0) = std::mem::take(&mut self.memo);
     }
 }
 

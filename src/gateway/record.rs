@@ -53,8 +53,7 @@ pub struct LogShared {
 pub type LogSlot = Arc<LogShared>;
 
 pub fn lock(slot: &LogShared) -> std::sync::MutexGuard<'_, RequestLog> {
-    // A panic while holding the lock leaves plain data; keep recording.
-    slot.log.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(&slot.log)
 }
 
 /// Emits the record and metrics once, at body end or drop.

@@ -9,6 +9,8 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -151,11 +153,6 @@ impl H1Pool {
             body
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The pool holds plain data; a panic elsewhere must not poison it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Recycle {
