@@ -49,22 +49,34 @@ impl tower::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        let limit = self.connect_timeout;
+        let this = self.clone();
         Box::pin(async move {
-            tokio::time::timeout(limit, connect(tls, &uri))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connecting to {uri} took longer than {limit:?}"),
-                    ))
-                })
+            let stream = this.connect_stream(&uri).await?;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok(UpstreamConn {
+                io: TokioIo::new(stream),
+                h2,
+            })
         })
     }
 }
 
-async fn connect(tls: tokio_rustls::TlsConnector, uri: &Uri) -> io::Result<UpstreamConn> {
+impl TlsConnector {
+    /// A TLS connection to `uri`'s host, within the connect timeout.
+    pub async fn connect_stream(&self, uri: &Uri) -> io::Result<TlsStream<TcpStream>> {
+        let limit = self.connect_timeout;
+        tokio::time::timeout(limit, connect(self.tls.clone(), uri))
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {uri} took longer than {limit:?}"),
+                ))
+            })
+    }
+}
+
+async fn connect(tls: tokio_rustls::TlsConnector, uri: &Uri) -> io::Result<TlsStream<TcpStream>> {
     if uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -82,12 +94,7 @@ async fn connect(tls: tokio_rustls::TlsConnector, uri: &Uri) -> io::Result<Upstr
     // Resolves, then tries each address in turn.
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
-    let stream = tls.connect(server_name, tcp).await?;
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    Ok(UpstreamConn {
-        io: TokioIo::new(stream),
-        h2,
-    })
+    tls.connect(server_name, tcp).await
 }
 
 /// One TLS connection to SMH.

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 keep-alive pool for one upstream host.
+//! The HTTP/1.1 keep-alive pool for requests with a body (bodiless ones
+//! take `direct.rs`), and the idle stack both pools keep connections in.
 //!
 //! hyper-util's general-purpose client spawns a task per request to hand
 //! the connection back to its pool, keys the pool by scheme and authority
@@ -21,23 +22,68 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use super::connector::TlsConnector;
-use super::UpstreamError;
+use super::{UpstreamBody, UpstreamError};
 use crate::body::Body;
 
 pub struct H1Pool {
     connector: TlsConnector,
     /// `https://<authority>/`: what the connector dials.
     target: Uri,
-    /// Most recently returned last: reuse keeps few connections hot, and
-    /// the ones idle longest sit at the front for eviction.
-    idle: Mutex<Vec<Idle>>,
+    idle: IdleStack<SendRequest<Body>>,
+}
+
+/// Idle connections of one host, most recently returned last: reuse keeps
+/// few connections hot, and the ones idle longest sit at the front for
+/// eviction. Shared by the hyper pool here and the direct one
+/// (`direct.rs`); `usable` says whether a connection can still carry a
+/// request.
+pub(super) struct IdleStack<T> {
+    idle: Mutex<Vec<(T, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
-struct Idle {
-    sender: SendRequest<Body>,
-    since: Instant,
+impl<T> IdleStack<T> {
+    pub(super) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// The most recently returned usable connection, if any; unusable and
+    /// expired ones met on the way are dropped.
+    pub(super) fn pop(&self, usable: impl Fn(&mut T) -> bool) -> Option<T> {
+        let mut idle = lock(&self.idle);
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && usable(&mut conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub(super) fn push(&self, conn: T, usable: impl Fn(&mut T) -> bool) {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        // Evict from the front: those have been idle longest.
+        let mut stale = 0;
+        for (c, since) in idle.iter_mut() {
+            if now.duration_since(*since) < self.idle_timeout && usable(c) {
+                break;
+            }
+            stale += 1;
+        }
+        idle.drain(..stale);
+        if idle.len() < self.max_idle {
+            idle.push((conn, now));
+        }
+    }
+}
+
+fn sender_open(s: &mut SendRequest<Body>) -> bool {
+    !s.is_closed()
 }
 
 impl H1Pool {
@@ -50,9 +96,7 @@ impl H1Pool {
         Self {
             connector,
             target,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-            idle_timeout,
+            idle: IdleStack::new(max_idle, idle_timeout),
         }
     }
 
@@ -87,31 +131,12 @@ impl H1Pool {
     }
 
     fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut idle = lock(&self.idle);
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
-                return Some(entry.sender);
-            }
-        }
-        None
+        self.idle.pop(sender_open)
     }
 
-    fn checkin(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = lock(&self.idle);
-        // Evict from the front: those have been idle longest.
-        let stale = idle
-            .iter()
-            .take_while(|e| {
-                e.sender.is_closed() || now.duration_since(e.since) >= self.idle_timeout
-            })
-            .count();
-        idle.drain(..stale);
-        if idle.len() < self.max_idle {
-            idle.push(Idle { sender, since: now });
+    fn checkin(&self, mut sender: SendRequest<Body>) {
+        if sender_open(&mut sender) {
+            self.idle.push(sender, sender_open);
         }
     }
 
@@ -140,7 +165,7 @@ impl H1Pool {
         resp: Response<Incoming>,
     ) -> Response<UpstreamBody> {
         resp.map(|inner| {
-            let mut body = UpstreamBody {
+            let mut body = HyperBody {
                 inner,
                 recycle: Some(Recycle {
                     sender,
@@ -150,7 +175,7 @@ impl H1Pool {
             if body.inner.is_end_stream() {
                 body.finished();
             }
-            body
+            UpstreamBody::Hyper(body)
         })
     }
 }
@@ -166,14 +191,15 @@ impl Recycle {
     }
 }
 
-/// An upstream response body. Dropped before its end (client gone), the
-/// connection is dropped with it rather than reused mid-message.
-pub struct UpstreamBody {
+/// A response body from hyper's client. Dropped before its end (client
+/// gone), the connection is dropped with it rather than reused
+/// mid-message.
+pub struct HyperBody {
     inner: Incoming,
     recycle: Option<Recycle>,
 }
 
-impl UpstreamBody {
+impl HyperBody {
     /// A body from a client that pools by itself (the h2 path).
     pub fn unpooled(inner: Incoming) -> Self {
         Self {
@@ -189,7 +215,7 @@ impl UpstreamBody {
     }
 }
 
-impl HttpBody for UpstreamBody {
+impl HttpBody for HyperBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
