@@ -17,20 +17,16 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::connector::TlsConnector;
-use super::pool::IdleStack;
+use super::pool::Pool;
 use super::{UpstreamBody, UpstreamError};
 use crate::body::Body;
 
@@ -49,17 +45,13 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes skipped at the end of a chunked body.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
-pub struct DirectPool {
-    connector: TlsConnector,
-    /// `https://<authority>/`: what the connector dials.
-    target: Uri,
-    /// Boxed: a TLS connection is over a kilobyte, and it moves from the
-    /// pool into the exchange, the body, and back.
-    idle: IdleStack<Box<Conn>>,
-}
+/// The pool of bare TLS connections. Boxed: a TLS connection is over a
+/// kilobyte, and it moves from the pool into the exchange, the body, and
+/// back.
+pub type DirectPool = Pool<Box<Conn>>;
 
 /// One TLS connection and the bytes read from it but not yet used.
-struct Conn {
+pub struct Conn {
     io: TlsStream<TcpStream>,
     buf: BytesMut,
 }
@@ -99,20 +91,7 @@ impl From<Failure> for UpstreamError {
     }
 }
 
-impl DirectPool {
-    pub fn new(
-        connector: TlsConnector,
-        target: Uri,
-        max_idle: usize,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self {
-            connector,
-            target,
-            idle: IdleStack::new(max_idle, idle_timeout),
-        }
-    }
-
+impl Pool<Box<Conn>> {
     /// Sends `req` (origin-form URI, `Host` set, body empty) on an idle
     /// connection or a new one. When a pooled connection turns out to have
     /// been closed by the upstream before it answered anything, an
@@ -125,7 +104,7 @@ impl DirectPool {
         let mut head = Vec::with_capacity(512);
         encode_request_head(&req, &mut head);
         let head_only = req.method() == Method::HEAD;
-        while let Some(conn) = self.idle.pop(|c| c.usable()) {
+        while let Some(conn) = self.pop(|c| c.usable()) {
             match exchange(conn, &head, head_only).await {
                 Ok(answer) => return Ok(self.attach(answer)),
                 Err(Failure::Stale(_)) if req.method().is_idempotent() => continue,
@@ -414,7 +393,7 @@ impl DirectBody {
             // Bytes beyond the message would be the start of an answer
             // nobody asked for: the connection is not trusted again.
             if self.reusable && conn.buf.is_empty() {
-                self.pool.idle.push(conn, |c| c.usable());
+                self.pool.push(conn, |c| c.usable());
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 keep-alive pool for requests with a body (bodiless ones
-//! take `direct.rs`), and the idle stack both pools keep connections in.
+//! The keep-alive pool of one upstream host, and its hyper flavour for
+//! HTTP/1.1 requests with a body (bodiless ones take `direct.rs`).
 //!
 //! hyper-util's general-purpose client spawns a task per request to hand
 //! the connection back to its pool, keys the pool by scheme and authority
@@ -25,35 +25,41 @@ use super::connector::TlsConnector;
 use super::{UpstreamBody, UpstreamError};
 use crate::body::Body;
 
-pub struct H1Pool {
-    connector: TlsConnector,
+/// The keep-alive connections to one host: how to dial a new one, and the
+/// idle ones, most recently returned last — reuse keeps few connections
+/// hot, and the ones idle longest sit at the front for eviction. `T` is
+/// the connection as a transport keeps it: hyper's `SendRequest` here, the
+/// TLS stream itself in `direct.rs`.
+pub struct Pool<T> {
+    pub(super) connector: TlsConnector,
     /// `https://<authority>/`: what the connector dials.
-    target: Uri,
-    idle: IdleStack<SendRequest<Body>>,
-}
-
-/// Idle connections of one host, most recently returned last: reuse keeps
-/// few connections hot, and the ones idle longest sit at the front for
-/// eviction. Shared by the hyper pool here and the direct one
-/// (`direct.rs`); `usable` says whether a connection can still carry a
-/// request.
-pub(super) struct IdleStack<T> {
+    pub(super) target: Uri,
     idle: Mutex<Vec<(T, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
-impl<T> IdleStack<T> {
-    pub(super) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+/// The pool of hyper client connections, for requests with a body.
+pub type H1Pool = Pool<SendRequest<Body>>;
+
+impl<T> Pool<T> {
+    pub fn new(
+        connector: TlsConnector,
+        target: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
+            connector,
+            target,
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
         }
     }
 
-    /// The most recently returned usable connection, if any; unusable and
-    /// expired ones met on the way are dropped.
+    /// The most recently returned connection that `usable` accepts, if
+    /// any; unusable and expired ones met on the way are dropped.
     pub(super) fn pop(&self, usable: impl Fn(&mut T) -> bool) -> Option<T> {
         let mut idle = lock(&self.idle);
         while let Some((mut conn, since)) = idle.pop() {
@@ -86,20 +92,7 @@ fn sender_open(s: &mut SendRequest<Body>) -> bool {
     !s.is_closed()
 }
 
-impl H1Pool {
-    pub fn new(
-        connector: TlsConnector,
-        target: Uri,
-        max_idle: usize,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self {
-            connector,
-            target,
-            idle: IdleStack::new(max_idle, idle_timeout),
-        }
-    }
-
+impl Pool<SendRequest<Body>> {
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or
     /// a new one. A pooled connection the upstream closed while it sat idle
     /// hands the request back unsent; it then goes out on a fresh
@@ -131,12 +124,12 @@ impl H1Pool {
     }
 
     fn checkout(&self) -> Option<SendRequest<Body>> {
-        self.idle.pop(sender_open)
+        self.pop(sender_open)
     }
 
     fn checkin(&self, mut sender: SendRequest<Body>) {
         if sender_open(&mut sender) {
-            self.idle.push(sender, sender_open);
+            self.push(sender, sender_open);
         }
     }
 
