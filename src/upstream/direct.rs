@@ -398,9 +398,14 @@ impl DirectBody {
         }
     }
 
-    fn fail(&mut self, what: &str) -> io::Error {
+    /// Ends the body here, closing the connection rather than pooling it.
+    fn abandon(&mut self) {
         self.conn = None;
         self.framing = Framing::Done;
+    }
+
+    fn fail(&mut self, what: &str) -> io::Error {
+        self.abandon();
         io::Error::new(io::ErrorKind::UnexpectedEof, what.to_owned())
     }
 
@@ -422,9 +427,8 @@ impl DirectBody {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let data = buf.split_to(take).freeze();
-                    self.framing = Framing::Length(n - take as u64);
+                    let (data, left) = take_up_to(buf, n);
+                    self.framing = Framing::Length(left);
                     return Ok(Some(data));
                 }
                 Framing::ToClose => {
@@ -437,9 +441,7 @@ impl DirectBody {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let data = buf.split_to(take).freeze();
-                    let left = n - take as u64;
+                    let (data, left) = take_up_to(buf, n);
                     self.framing = Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
@@ -499,6 +501,13 @@ impl DirectBody {
     }
 }
 
+/// Up to `n` buffered bytes off the front of `buf`, and how many of the
+/// `n` are still to come.
+fn take_up_to(buf: &mut BytesMut, n: u64) -> (Bytes, u64) {
+    let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    (buf.split_to(take).freeze(), n - take as u64)
+}
+
 /// Length of the first line in `buf`, its LF included.
 fn line_end(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n').map(|i| i + 1)
@@ -546,16 +555,12 @@ impl HttpBody for DirectBody {
                 Ok(n) if n > 0 => {}
                 // The end of the connection ends a body delimited by it; a
                 // TLS peer that skips close_notify is tolerated there.
-                Ok(_) if matches!(this.framing, Framing::ToClose) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
-                }
+                Ok(_) if matches!(this.framing, Framing::ToClose) => this.abandon(),
                 Err(e)
                     if e.kind() == io::ErrorKind::UnexpectedEof
                         && matches!(this.framing, Framing::ToClose) =>
                 {
-                    this.conn = None;
-                    this.framing = Framing::Done;
+                    this.abandon()
                 }
                 Ok(_) => {
                     return Poll::Ready(Some(Err(
@@ -563,8 +568,7 @@ impl HttpBody for DirectBody {
                     )))
                 }
                 Err(e) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
+                    this.abandon();
                     return Poll::Ready(Some(Err(e)));
                 }
             }
