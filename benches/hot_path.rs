@@ -14,9 +14,9 @@ use smh_gateway::audit::{AuditRecord, Target};
 use smh_gateway::config::Config;
 use smh_gateway::emulator::{Emulator, EmulatorConfig};
 use smh_gateway::error::GatewayError;
-use smh_gateway::gateway::rewrite;
 use smh_gateway::gateway::route::SmhRoute;
 use smh_gateway::gateway::RequestId;
+use smh_gateway::gateway::{query, rewrite};
 use smh_gateway::metrics::Metrics;
 use smh_gateway::session::{SessionMemo, SessionValidator};
 use smh_gateway::smh::token::{MintTarget, TokenKey, TokenMemo, TokenService};
@@ -28,7 +28,10 @@ fn route_and_rewrite(c: &mut Criterion) {
     let path = "/api/v1/file/smh1a2b3c4d/-/photos%2F2026%2Fsummer%2FIMG_0042.jpg";
     let query = "info&access_token=acctkSTOLEN&period=600&with_short_link=1&user_id=root";
     c.bench_function("route_parse", |b| {
-        b.iter(|| SmhRoute::parse(black_box(path)).unwrap())
+        b.iter(|| SmhRoute::parse(&http::Method::GET, black_box(path)).unwrap())
+    });
+    c.bench_function("query_judge", |b| {
+        b.iter(|| query::judge(black_box(Some(query))).unwrap())
     });
     c.bench_function("query_rewrite", |b| {
         b.iter(|| {

@@ -151,7 +151,7 @@ pub async fn build_gateway(
             crate::policy::referenced_claims(&cfg.roles),
         )
         .await?,
-        policy: Policy::from_config(&cfg.roles),
+        policy: Policy::from_config(&cfg.roles).map_err(anyhow::Error::msg)?,
         tokens,
         replay_body_limit: cfg.limits.replay_body_limit_bytes,
         metrics,

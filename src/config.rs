@@ -44,8 +44,6 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_UPSTREAM_POOL_IDLE_SECS: u64 = 90;
 /// The JWT claim that names the operator, unless configured otherwise.
 pub const DEFAULT_USER_CLAIM: &str = "sub";
-/// The header a client may use to name its device when the session has no claim for it.
-pub const DEFAULT_CLIENT_HEADER: &str = "x-client-id";
 /// The claim listing the session's roles.
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 /// 100k verified sessions: a few tens of MiB, covers a large active user base.
@@ -230,10 +228,12 @@ pub struct SessionConfig {
     /// Claim naming the operator recorded by SMH.
     #[serde(default = "default_user_claim")]
     pub user_claim: String,
-    /// Claim naming the client/device; when absent the `client_header` is used.
+    /// Claim naming the client/device (verified; may fill `{client_id}`).
     pub client_claim: Option<String>,
-    #[serde(default = "default_client_header")]
-    pub client_header: String,
+    /// Optional request header naming the device when the session has no
+    /// client claim. Unset by default: the client picks that value, so it
+    /// labels tokens and audit records only and never decides anything.
+    pub client_header: Option<String>,
     /// Claim carrying the role list (array of strings or space-separated string).
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
@@ -260,7 +260,7 @@ impl Default for SessionConfig {
             credentials: default_credentials(),
             user_claim: default_user_claim(),
             client_claim: None,
-            client_header: default_client_header(),
+            client_header: None,
             roles_claim: default_roles_claim(),
             default_roles: Vec::new(),
             smh_compatible_errors: false,
@@ -358,7 +358,7 @@ pub struct RoleConfig {
     /// Tenant spaces this role reaches: literal ids, `-` for single-tenant,
     /// `*` for any, or templates `{user_id}`, `{client_id}`, `{claims.NAME}`.
     #[serde(default = "default_spaces")]
-    pub spaces: Vec<String>,
+    pub spaces: Vec<Spanned<String>>,
     /// Lifetime (and sliding extension) of SMH tokens minted for this role.
     pub period_secs: Option<Spanned<u64>>,
     /// Optional allow-list checked at the gateway, entries like
@@ -587,17 +587,14 @@ fn default_token_max_age() -> u64 {
 fn default_user_claim() -> String {
     DEFAULT_USER_CLAIM.into()
 }
-fn default_client_header() -> String {
-    DEFAULT_CLIENT_HEADER.into()
-}
 fn default_roles_claim() -> String {
     DEFAULT_ROLES_CLAIM.into()
 }
 fn default_leeway() -> u64 {
     DEFAULT_SESSION_LEEWAY_SECS
 }
-fn default_spaces() -> Vec<String> {
-    vec!["-".into()]
+fn default_spaces() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "-".to_string())]
 }
 fn default_request_timeout() -> u64 {
     DEFAULT_REQUEST_TIMEOUT_SECS
@@ -969,6 +966,21 @@ impl Config {
             if r.spaces.is_empty() {
                 out.push((Some(role.span()), "a role needs at least one space".into()));
             }
+            for space in &r.spaces {
+                match crate::policy::SpacePattern::parse(space.get_ref()) {
+                    Err(e) => out.push((span_of(space), e)),
+                    Ok(crate::policy::SpacePattern::ClientId)
+                        if self.session.mode == SessionMode::Jwt
+                            && self.session.client_claim.is_none() =>
+                    {
+                        out.push((
+                            span_of(space),
+                            "\"{client_id}\" would let the client choose its space: with session.mode = \"jwt\" and no session.client_claim there is no verified client id (a client_header value is the client's choice and never fills a template); set session.client_claim or remove the template".into(),
+                        ))
+                    }
+                    Ok(_) => {}
+                }
+            }
             for op in r.operations.iter().flatten() {
                 if let Err(e) = crate::policy::OperationPattern::parse(op.get_ref()) {
                     out.push((Some(op.span()), e));
@@ -1213,7 +1225,11 @@ impl Config {
                 "role {}: grant [{}] spaces [{}] period {}s",
                 r.name.get_ref(),
                 r.grant.join(","),
-                r.spaces.join(","),
+                r.spaces
+                    .iter()
+                    .map(|s| s.get_ref().as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 r.period_secs
                     .as_ref()
                     .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref())

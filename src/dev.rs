@@ -35,7 +35,9 @@ pub struct DevOptions {
     pub emulator: EmulatorConfig,
     /// TOML appended to the generated config (tests add [limits] etc.).
     pub extra_toml: String,
-    /// Replaces the generated `[session]` tables (tests plug in other IdPs).
+    /// Replaces the generated `[session]` tables (tests plug in other IdPs);
+    /// `{dir}` in it stands for the generated directory (where
+    /// `session-secret` is).
     pub session_toml: Option<String>,
 }
 
@@ -138,7 +140,7 @@ spaces = ["-"]
 {extra}
 "#,
         extra = opts.extra_toml,
-        session = opts.session_toml.clone().unwrap_or_else(|| format!(
+        session = opts.session_toml.as_ref().map(|t| t.replace("{dir}", &dir.display().to_string())).unwrap_or_else(|| format!(
             "[session]\ndefault_roles = [\"viewer\"]\n\n[session.jwt]\nhmac_secret_file = \"{}/session-secret\"\n",
             dir.display()
         )),

@@ -17,8 +17,10 @@ pub const RETRY_AFTER_SECS: u32 = 2;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum GatewayError {
-    #[error("no such route: only /api/v1/<resource>/<LibraryId>/... is served")]
-    RouteNotFound,
+    /// The path could not be placed in SMH's resource table exactly (or
+    /// SMH could read it differently); the reason says which rule.
+    #[error("no such route: {0}")]
+    RouteNotFound(&'static str),
     #[error("library {0:?} is not served by this gateway")]
     LibraryNotFound(String),
     #[error("the gateway manages SMH access tokens; /api/v1/token is not available to clients")]
@@ -69,7 +71,7 @@ impl GatewayError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use GatewayError::*;
         match self {
-            RouteNotFound => (StatusCode::NOT_FOUND, code::ROUTE_NOT_FOUND),
+            RouteNotFound(_) => (StatusCode::NOT_FOUND, code::ROUTE_NOT_FOUND),
             LibraryNotFound(_) => (StatusCode::NOT_FOUND, code::LIBRARY_NOT_FOUND),
             TokenEndpointRefused => (StatusCode::FORBIDDEN, code::NO_PERMISSION),
             MissingCredential => (StatusCode::UNAUTHORIZED, code::MISSING_SESSION),
@@ -149,7 +151,7 @@ mod tests {
     fn mapping_is_pinned() {
         use GatewayError::*;
         let cases: Vec<(GatewayError, u16, &str, Option<u32>)> = vec![
-            (RouteNotFound, 404, "RouteNotFound", None),
+            (RouteNotFound("x"), 404, "RouteNotFound", None),
             (LibraryNotFound("x".into()), 404, "LibraryNotFound", None),
             (TokenEndpointRefused, 403, "NoPermission", None),
             (MissingCredential, 401, "MissingSession", None),

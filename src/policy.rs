@@ -15,25 +15,36 @@ use crate::session::{claim_str, Session};
 /// The single-tenant SpaceId.
 pub const SINGLE_TENANT_SPACE: &str = "-";
 
-/// One allow-list entry: `"<METHOD|*> <resource|*>[?flag]"`.
+/// One allow-list entry: `"<METHOD|*> <resource|*>[?operation]"`.
+/// Without `?operation` it allows every operation of that method on that
+/// resource; with it, exactly the one operation the gateway judged
+/// ([`crate::smh::operation`]): a query flag (`POST file?confirm`), a
+/// body-selected kind (`PUT file?move`, `PUT file?upload`), or a default
+/// (`GET file?download`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationPattern {
     method: Option<Method>,
     resource: Option<String>,
-    flag: Option<String>,
+    operation: Option<String>,
 }
+
+/// Operation names a pattern may select besides the query flags.
+const JUDGED_NAMES: &[&str] = &[
+    "upload", "create", "move", "copy", "symlink", "download", "list", "get", "head", "delete",
+    "post", "put",
+];
 
 impl OperationPattern {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("operation {s:?}: expected \"<METHOD|*> <resource|*>[?flag]\", e.g. \"GET directory\" or \"POST file?confirm\"")
+            format!("operation {s:?}: expected \"<METHOD|*> <resource|*>[?operation]\", e.g. \"GET directory\" or \"POST file?confirm\"")
         };
         let (method, target) = s.trim().split_once(' ').ok_or_else(bad)?;
         let method = match method {
             "*" => None,
             m => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad())?),
         };
-        let (resource, flag) = match target.trim().split_once('?') {
+        let (resource, operation) = match target.trim().split_once('?') {
             Some((r, f)) if !f.is_empty() => (r, Some(f.to_string())),
             Some(_) => return Err(bad()),
             None => (target.trim(), None),
@@ -41,42 +52,106 @@ impl OperationPattern {
         if resource.is_empty() || resource.contains(' ') {
             return Err(bad());
         }
+        if resource != "*" && crate::smh::lookup(resource).is_none() {
+            return Err(format!(
+                "operation {s:?}: {resource:?} is not an SMH resource the gateway forwards"
+            ));
+        }
+        if let Some(op) = &operation {
+            if !crate::gateway::query::FLAGS.contains(&op.as_str())
+                && !JUDGED_NAMES.contains(&op.as_str())
+            {
+                return Err(format!(
+                    "operation {s:?}: {op:?} is neither an SMH operation flag nor one of {}",
+                    JUDGED_NAMES.join(", ")
+                ));
+            }
+        }
         Ok(Self {
             method,
             resource: (resource != "*").then(|| resource.to_string()),
-            flag,
+            operation,
         })
     }
 
     fn matches(&self, op: &Operation<'_>) -> bool {
         self.method.as_ref().is_none_or(|m| m == op.method)
             && self.resource.as_deref().is_none_or(|r| r == op.resource)
-            && self.flag.as_deref().is_none_or(|f| has_flag(op.query, f))
+            && self.operation.as_deref().is_none_or(|o| o == op.name)
     }
 }
 
-/// What a request asks SMH to do, as the allow-list sees it.
+/// What a request asks SMH to do, as judged once for policy and audit.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation<'a> {
     pub method: &'a Method,
     pub resource: &'a str,
-    pub query: Option<&'a str>,
+    /// The judged operation name ([`crate::smh::operation::Judged`]).
+    pub name: &'a str,
 }
 
-/// SMH flags count whether bare (`?info`), empty (`info=`) or `=1`.
-pub fn has_flag(query: Option<&str>, flag: &str) -> bool {
-    query.is_some_and(|q| {
-        q.split('&').any(|pair| match pair.split_once('=') {
-            None => pair == flag,
-            Some((k, v)) => k == flag && (v.is_empty() || v == "1"),
-        })
-    })
+/// One entry of a role's `spaces`, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpacePattern {
+    /// `*`: every space, and library-level calls.
+    Any,
+    /// A literal SpaceId (`-` for single-tenant libraries).
+    Literal(String),
+    /// `{user_id}`: the space named like the verified user id.
+    UserId,
+    /// `{client_id}`: the space named like the verified client id; never
+    /// one taken from a request header.
+    ClientId,
+    /// `{claims.NAME}`: a claim of the verified session.
+    Claim(String),
+}
+
+impl SpacePattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "*" => Ok(Self::Any),
+            "{user_id}" => Ok(Self::UserId),
+            "{client_id}" => Ok(Self::ClientId),
+            p if p.starts_with('{') => match p.strip_prefix("{claims.").and_then(|r| r.strip_suffix('}')) {
+                Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
+                    Ok(Self::Claim(name.to_string()))
+                }
+                _ => Err(format!(
+                    "space {p:?}: templates are {{user_id}}, {{client_id}} and {{claims.NAME}}"
+                )),
+            },
+            p if crate::smh::is_space_id(p) => Ok(Self::Literal(p.to_string())),
+            p => Err(format!(
+                "space {p:?}: a SpaceId is \"-\" or ASCII letters, digits, '-' and '_' (at most {} bytes), or \"*\", or a template",
+                crate::smh::MAX_SPACE_ID_BYTES
+            )),
+        }
+    }
+
+    /// Whether this entry lets `session` into `space`. A template that
+    /// resolves to nothing, or to something that is not a SpaceId,
+    /// matches nothing.
+    fn matches(&self, space: &str, session: &Session) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Literal(l) => l == space,
+            Self::UserId => space == &*session.user_id,
+            Self::ClientId => {
+                session.client_id_verified
+                    && !session.client_id.is_empty()
+                    && space == &*session.client_id
+            }
+            Self::Claim(claim) => {
+                claim_str(&session.claims, claim).is_some_and(|v| !v.is_empty() && v == space)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Role {
     grant: Vec<String>,
-    spaces: Vec<String>,
+    spaces: Vec<SpacePattern>,
     period_secs: u64,
     operations: Option<Vec<OperationPattern>>,
 }
@@ -97,7 +172,7 @@ pub struct Decision {
 struct RoleSet {
     known: bool,
     grant: Arc<str>,
-    spaces: Vec<String>,
+    spaces: Vec<SpacePattern>,
     period_secs: u64,
     /// `None`: some role allows every operation.
     operations: Option<Vec<OperationPattern>>,
@@ -115,34 +190,46 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(roles: &[toml::Spanned<RoleConfig>]) -> Self {
-        let roles = roles
-            .iter()
-            .map(|r| {
-                let r = r.get_ref();
-                (
-                    r.name.get_ref().clone(),
-                    Role {
-                        grant: r.grant.clone(),
-                        spaces: r.spaces.clone(),
-                        period_secs: r
-                            .period_secs
-                            .as_ref()
-                            .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref()),
-                        operations: r.operations.as_ref().map(|ops| {
-                            ops.iter()
-                                .filter_map(|o| OperationPattern::parse(o.get_ref()).ok())
-                                .collect()
-                        }),
-                    },
-                )
-            })
-            .collect();
-        Self {
-            roles,
+    /// Builds the policy; an entry that does not parse is an error (config
+    /// validation reports the same errors with their positions first).
+    pub fn from_config(roles: &[toml::Spanned<RoleConfig>]) -> Result<Self, String> {
+        let mut out = HashMap::new();
+        for r in roles {
+            let r = r.get_ref();
+            let name = r.name.get_ref();
+            let spaces = r
+                .spaces
+                .iter()
+                .map(|s| SpacePattern::parse(s.get_ref()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("role {name:?}: {e}"))?;
+            let operations = match &r.operations {
+                None => None,
+                Some(ops) => Some(
+                    ops.iter()
+                        .map(|o| OperationPattern::parse(o.get_ref()))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("role {name:?}: {e}"))?,
+                ),
+            };
+            out.insert(
+                name.clone(),
+                Role {
+                    grant: r.grant.clone(),
+                    spaces,
+                    period_secs: r
+                        .period_secs
+                        .as_ref()
+                        .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref()),
+                    operations,
+                },
+            );
+        }
+        Ok(Self {
+            roles: out,
             memo: RwLock::default(),
             no_space: Arc::from(""),
-        }
+        })
     }
 
     fn role_set(&self, names: &Arc<[String]>) -> Arc<RoleSet> {
@@ -191,14 +278,20 @@ impl Policy {
         set
     }
 
-    /// Decides for `session` doing `op` in `space` (None = library-level).
-    /// Several roles give the union of grants, spaces and operations, and
-    /// the shortest period among them (the most cautious lifetime any of
-    /// the roles asked for).
+    /// Decides for `session` doing `op` in `space` (None = library-level),
+    /// where the body also names `source_spaces` (batch copy/move from
+    /// other spaces). Several roles give the union of grants, spaces and
+    /// operations, and the shortest period among them (the most cautious
+    /// lifetime any of the roles asked for).
+    ///
+    /// A library-level call gets a token without `space_id`, which SMH
+    /// reads as "no particular space" (with `admin`, every space), so it
+    /// needs a role whose spaces include `*`.
     pub fn decide(
         &self,
         session: &Session,
         space: Option<&str>,
+        source_spaces: &[String],
         op: Operation<'_>,
     ) -> Result<Decision, GatewayError> {
         let set = self.role_set(&session.roles);
@@ -210,15 +303,27 @@ impl Policy {
         if let Some(list) = &set.operations {
             if !list.iter().any(|p| p.matches(&op)) {
                 return Err(GatewayError::OperationNotAllowed(format!(
-                    "{} {} is not in the session's allowed operations",
-                    op.method, op.resource
+                    "{} {}?{} is not in the session's allowed operations",
+                    op.method, op.resource, op.name
                 )));
             }
         }
-        if let Some(space) = space {
-            if !set.spaces.iter().any(|p| space_matches(p, space, session)) {
-                return Err(GatewayError::SpaceNotAllowed(space.to_string()));
+        let allowed = |s: &str| set.spaces.iter().any(|p| p.matches(s, session));
+        match space {
+            Some(space) if !allowed(space) => {
+                return Err(GatewayError::SpaceNotAllowed(space.to_string()))
             }
+            Some(_) => {}
+            None if set.spaces.contains(&SpacePattern::Any) => {}
+            None => {
+                return Err(GatewayError::OperationNotAllowed(format!(
+                    "{} {} is a library-level call; it needs a role with spaces = [\"*\"]",
+                    op.method, op.resource
+                )))
+            }
+        }
+        if let Some(other) = source_spaces.iter().find(|s| !allowed(s)) {
+            return Err(GatewayError::SpaceNotAllowed(other.clone()));
         }
         let token_space = match space {
             None | Some(SINGLE_TENANT_SPACE) => self.no_space.clone(),
@@ -238,31 +343,14 @@ pub fn referenced_claims(roles: &[toml::Spanned<RoleConfig>]) -> Vec<String> {
     let mut names: Vec<String> = roles
         .iter()
         .flat_map(|r| r.get_ref().spaces.iter())
-        .filter_map(|p| p.strip_prefix("{claims.").and_then(|r| r.strip_suffix('}')))
-        .map(str::to_string)
+        .filter_map(|p| match SpacePattern::parse(p.get_ref()) {
+            Ok(SpacePattern::Claim(name)) => Some(name),
+            _ => None,
+        })
         .collect();
     names.sort();
     names.dedup();
     names
-}
-
-/// `*`, a literal SpaceId, or a template filled from the session. A
-/// template that resolves to nothing matches nothing.
-fn space_matches(pattern: &str, space: &str, session: &Session) -> bool {
-    match pattern {
-        "*" => true,
-        "{user_id}" => space == &*session.user_id,
-        "{client_id}" => !session.client_id.is_empty() && space == &*session.client_id,
-        p => match p
-            .strip_prefix("{claims.")
-            .and_then(|rest| rest.strip_suffix('}'))
-        {
-            Some(claim) => {
-                claim_str(&session.claims, claim).is_some_and(|v| !v.is_empty() && v == space)
-            }
-            None => p == space,
-        },
-    }
 }
 
 #[cfg(test)]
@@ -273,6 +361,7 @@ mod tests {
         Session {
             user_id: user.into(),
             client_id: "".into(),
+            client_id_verified: false,
             session_id: "".into(),
             roles: roles
                 .iter()
@@ -290,7 +379,7 @@ mod tests {
             role: Vec<toml::Spanned<RoleConfig>>,
         }
         let r: Roles = toml::from_str(toml_text).unwrap();
-        Policy::from_config(&r.role)
+        Policy::from_config(&r.role).unwrap()
     }
 
     const ROLES: &str = r#"
@@ -305,16 +394,23 @@ grant = ["upload_file", "create_directory"]
 spaces = ["{claims.team_space}"]
 period_secs = 1800
 [[role]]
+name = "device"
+spaces = ["{client_id}"]
+[[role]]
+name = "confirmer"
+spaces = ["-"]
+operations = ["POST file?confirm", "PUT file?upload"]
+[[role]]
 name = "admin"
 grant = ["admin"]
 spaces = ["*"]
 "#;
 
-    fn op<'a>(m: &'a Method, r: &'a str, q: Option<&'a str>) -> Operation<'a> {
+    fn op<'a>(m: &'a Method, r: &'a str, name: &'a str) -> Operation<'a> {
         Operation {
             method: m,
             resource: r,
-            query: q,
+            name,
         }
     }
 
@@ -323,21 +419,28 @@ spaces = ["*"]
         let p = policy(ROLES);
         let s = session("u1", &["viewer"], serde_json::json!({}));
         let d = p
-            .decide(&s, Some("-"), op(&Method::GET, "directory", None))
+            .decide(&s, Some("-"), &[], op(&Method::GET, "directory", "list"))
             .unwrap();
         assert_eq!((&*d.grant, &*d.token_space, d.period_secs), ("", "", 3600));
         let d = p
-            .decide(&s, Some("u1"), op(&Method::GET, "file", Some("info")))
+            .decide(&s, Some("u1"), &[], op(&Method::GET, "file", "info"))
             .unwrap();
         assert_eq!(&*d.token_space, "u1");
         assert!(matches!(
-            p.decide(&s, Some("-"), op(&Method::DELETE, "file", None)),
+            p.decide(&s, Some("-"), &[], op(&Method::DELETE, "file", "delete")),
             Err(GatewayError::OperationNotAllowed(_))
         ));
         assert!(matches!(
-            p.decide(&s, Some("u2"), op(&Method::GET, "file", None)),
+            p.decide(&s, Some("u2"), &[], op(&Method::GET, "file", "download")),
             Err(GatewayError::SpaceNotAllowed(_))
         ));
+        assert!(
+            matches!(
+                p.decide(&s, None, &[], op(&Method::GET, "usage", "get")),
+                Err(GatewayError::OperationNotAllowed(_))
+            ),
+            "library-level calls need spaces = [\"*\"]"
+        );
     }
 
     #[test]
@@ -349,16 +452,21 @@ spaces = ["*"]
             serde_json::json!({"team_space": "team7"}),
         );
         let d = p
-            .decide(&s, Some("team7"), op(&Method::PUT, "file", None))
+            .decide(&s, Some("team7"), &[], op(&Method::PUT, "file", "upload"))
             .unwrap();
         assert_eq!(&*d.grant, "create_directory,upload_file");
         assert_eq!(d.period_secs, 1800, "shortest period of the roles");
         assert!(p
-            .decide(&s, Some("u1"), op(&Method::PUT, "file", None))
+            .decide(&s, Some("u1"), &[], op(&Method::PUT, "file", "upload"))
             .is_ok());
         let no_claim = session("u1", &["editor"], serde_json::json!({}));
         assert!(matches!(
-            p.decide(&no_claim, Some("team7"), op(&Method::PUT, "file", None)),
+            p.decide(
+                &no_claim,
+                Some("team7"),
+                &[],
+                op(&Method::PUT, "file", "upload")
+            ),
             Err(GatewayError::SpaceNotAllowed(_))
         ));
         let admin = session("root", &["admin", "viewer"], serde_json::json!({}));
@@ -366,10 +474,40 @@ spaces = ["*"]
             .decide(
                 &admin,
                 Some("anything"),
-                op(&Method::DELETE, "directory", None),
+                &[],
+                op(&Method::DELETE, "directory", "delete"),
             )
             .unwrap();
         assert_eq!(&*d.grant, "admin");
+        assert!(p
+            .decide(&admin, None, &[], op(&Method::GET, "usage", "get"))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_client_id_fills_a_template_only_when_verified() {
+        let p = policy(ROLES);
+        let mut s = session("alice", &["device"], serde_json::json!({}));
+        s.client_id = "bob-phone".into();
+        let get = op(&Method::GET, "file", "download");
+        assert!(matches!(
+            p.decide(&s, Some("bob-phone"), &[], get),
+            Err(GatewayError::SpaceNotAllowed(_))
+        ));
+        s.client_id_verified = true;
+        assert!(p.decide(&s, Some("bob-phone"), &[], get).is_ok());
+    }
+
+    #[test]
+    fn every_source_space_must_be_allowed() {
+        let p = policy(ROLES);
+        let s = session("u1", &["viewer"], serde_json::json!({}));
+        let get = op(&Method::GET, "file", "download");
+        assert!(p.decide(&s, Some("u1"), &["-".into()], get).is_ok());
+        assert!(matches!(
+            p.decide(&s, Some("u1"), &["bob".into()], get),
+            Err(GatewayError::SpaceNotAllowed(_))
+        ));
     }
 
     #[test]
@@ -377,20 +515,54 @@ spaces = ["*"]
         let p = policy(ROLES);
         let s = session("u1", &["ghost"], serde_json::json!({}));
         assert!(matches!(
-            p.decide(&s, Some("-"), op(&Method::GET, "file", None)),
+            p.decide(&s, Some("-"), &[], op(&Method::GET, "file", "download")),
             Err(GatewayError::OperationNotAllowed(_))
         ));
     }
 
     #[test]
-    fn operation_patterns_parse_and_match_flags() {
-        let pat = OperationPattern::parse("POST file?confirm").unwrap();
-        assert!(pat.matches(&op(&Method::POST, "file", Some("confirm"))));
-        assert!(pat.matches(&op(&Method::POST, "file", Some("x=1&confirm=1"))));
-        assert!(!pat.matches(&op(&Method::POST, "file", Some("confirm=0"))));
-        assert!(!pat.matches(&op(&Method::POST, "file", None)));
+    fn an_operation_pattern_admits_exactly_its_operation() {
+        let p = policy(ROLES);
+        let s = session("u1", &["confirmer"], serde_json::json!({}));
+        for (m, name, ok) in [
+            (Method::POST, "confirm", true),
+            (Method::POST, "delete", false),
+            (Method::POST, "post", false),
+            (Method::PUT, "upload", true),
+            (Method::PUT, "move", false),
+            (Method::PUT, "copy", false),
+            (Method::PUT, "symlink", false),
+        ] {
+            let r = p.decide(&s, Some("-"), &[], op(&m, "file", name));
+            assert_eq!(r.is_ok(), ok, "{m} file?{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_and_spaces_parse_strictly() {
+        assert!(OperationPattern::parse("POST file?confirm").is_ok());
+        assert!(OperationPattern::parse("PUT file?move").is_ok());
+        assert!(OperationPattern::parse("* *").is_ok());
         assert!(OperationPattern::parse("GET").is_err());
         assert!(OperationPattern::parse("GET file?").is_err());
         assert!(OperationPattern::parse("G(T file").is_err());
+        assert!(OperationPattern::parse("GET fiel").is_err());
+        assert!(OperationPattern::parse("POST file?confrim").is_err());
+        assert_eq!(SpacePattern::parse("*"), Ok(SpacePattern::Any));
+        assert_eq!(
+            SpacePattern::parse("{claims.team}"),
+            Ok(SpacePattern::Claim("team".into()))
+        );
+        for bad in [
+            "{client}",
+            "{claims.}",
+            "a,b",
+            "sp/1",
+            "",
+            "{user_id",
+            "sp%31",
+        ] {
+            assert!(SpacePattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -166,7 +166,16 @@ async fn browser_page_on_another_origin_reads_listing_and_errors() {
     let result = Arc::new(Mutex::new(None));
     let page_port = page_server(html.clone(), result.clone()).await;
     let page_origin = format!("http://127.0.0.1:{page_port}");
-    let h = Harness::start_with(EmulatorConfig::default(), &cors_toml(&page_origin)).await;
+    // The page names its device in a header: opt-in, and then only a label.
+    let h = Harness::start_full(
+        EmulatorConfig::default(),
+        &cors_toml(&page_origin),
+        Some(
+            "[session]\ndefault_roles = [\"viewer\"]\nclient_header = \"x-client-id\"\n[session.jwt]\nhmac_secret_file = \"{dir}/session-secret\"\n"
+                .to_string(),
+        ),
+    )
+    .await;
     let lib = h.lib().to_string();
     let session = h.session("browser-user", &["editor"]);
     let gw = format!("https://localhost:{}", h.env.running.addr.port());

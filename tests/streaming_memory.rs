@@ -97,7 +97,9 @@ async fn hundred_mib_each_way_with_bounded_gateway_memory() {
     );
     let resp = h
         .client
-        .put(format!("{base}/api/v1/file/{lib}/-/upload-body.bin"))
+        .post(format!(
+            "{base}/api/v1/file/{lib}/-/upload-body.bin?multipart"
+        ))
         .bearer_auth(&s)
         .body(reqwest::Body::wrap_stream(chunks))
         .send()

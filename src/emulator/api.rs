@@ -72,11 +72,35 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body
     };
     let mut resp = result.unwrap_or_else(|e| e.into_response(&request_id));
     set_request_id(&mut resp, &request_id);
+    allow_any_origin(&parts, &mut resp);
     if parts.method == Method::HEAD {
         // HEAD answers carry status and headers only, errors included.
         *resp.body_mut() = empty();
     }
     resp
+}
+
+/// SMH answers browsers itself ("CORS is supported by default",
+/// smh-api.md 1.1) with headers the docs do not spell out; the emulator
+/// takes the most permissive reading (the caller's origin echoed, or `*`,
+/// with credentials), so a proxy in front of it is tested against the
+/// worst an SMH answer could carry.
+fn allow_any_origin(parts: &Parts, resp: &mut Response<Body>) {
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .cloned()
+        .unwrap_or(http::HeaderValue::from_static("*"));
+    let h = resp.headers_mut();
+    h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        http::HeaderValue::from_static("true"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderValue::from_static("*"),
+    );
 }
 
 fn is_token_api(path: &str) -> bool {

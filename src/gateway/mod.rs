@@ -5,18 +5,25 @@
 //!             the concurrency limit, whole-request timeout, errors ->
 //!             SMH-shaped responses, one audit record + metrics per request
 //!             (`EdgeService`)
-//!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest]
+//!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest] placed in
+//!             SMH's resource table, and the query's one operation flag;
+//!             anything ambiguous is refused before anything else runs
 //!  2 library: known LibraryId or 404
 //!  3 session: credential -> Session, or 401 (503 if the IdP is down);
 //!             the connection's memo first, then the shared cache
-//!  4 policy:  roles -> grant, space, period, allowed operation, or 403
-//!  5 token:   per-user SMH token from the connection's memo or the cache
+//!  4 body:    kept whole when small (replay, and the operation SMH picks
+//!             from a flag-less PUT body), streamed otherwise
+//!  5 operation + policy: the one judged operation; roles -> grant, space,
+//!             period, allowed operation, or 403
+//!  6 token:   per-user SMH token from the connection's memo or the cache
 //!             (single-flight mint), or 503
-//!  6 forward: strip client credentials, inject the token, stream; on
-//!             InvalidAccessToken drop that token, mint, replay once
+//!  7 forward: rebuild the query and headers from what is allowed, inject
+//!             the token, stream; on InvalidAccessToken drop that token,
+//!             mint, replay once
 
 pub mod cors;
 pub mod forward;
+pub mod query;
 pub mod record;
 pub mod request_id;
 pub mod rewrite;
@@ -85,15 +92,15 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
 
-        // 1. Route.
-        let route = SmhRoute::parse(parts.uri.path())?;
+        // 1. Route and operation flag, before anything else.
+        let route = SmhRoute::parse(&parts.method, parts.uri.path())?;
+        let query = query::judge(parts.uri.query())?;
         // 2. Library.
         let library = self.libraries.get(route.library);
         {
             let mut l = lock(log);
-            let (resource_idx, resource) = crate::smh::resource(route.resource);
-            l.resource_idx = Some(resource_idx);
-            l.resource = Some(resource);
+            l.resource_idx = Some(route.resource_idx);
+            l.resource = Some(Cow::Borrowed(crate::smh::RESOURCES[route.resource_idx].0));
             l.target = Some(Target::new(route.space, route.rest));
             if let Some(lib) = library {
                 l.library = Some(lib.id.clone());
@@ -117,14 +124,33 @@ impl Gateway {
             l.client_id = Some(session.client_id.clone());
             l.session_id = Some(session.session_id.clone());
         }
-        // 4. Policy.
+        // 4. Body: small ones are kept (replay; the operation of a
+        // flag-less PUT is in it).
+        let mut body = RequestBody::read(
+            incoming,
+            &parts.headers,
+            self.replay_body_limit,
+            log.clone(),
+        )
+        .await?;
+        // 5. Operation and policy: the one operation SMH will perform,
+        // judged and named once for the allow-list and the audit record.
+        let judged = crate::smh::operation::judge(
+            &parts.method,
+            route.resource,
+            query.flag,
+            body.buffered(),
+        )?;
+        lock(log).operation = Some(judged.name);
         let op = Operation {
             method: &parts.method,
             resource: route.resource,
-            query: parts.uri.query(),
+            name: judged.name,
         };
-        let decision = self.policy.decide(&session, route.space, op)?;
-        // 5. Token.
+        let decision = self
+            .policy
+            .decide(&session, route.space, &judged.source_spaces, op)?;
+        // 6. Token.
         let key = TokenKey {
             library: library.id.clone(),
             spaces: decision.token_space,
@@ -144,20 +170,7 @@ impl Gateway {
             _ => self.metrics.token_cache_misses.inc(),
         }
         lock(log).token = Some(outcome);
-        // 6. Forward, replaying once if SMH rejects a token we thought live.
-        let mut body = RequestBody::read(
-            incoming,
-            &parts.headers,
-            self.replay_body_limit,
-            log.clone(),
-        )
-        .await?;
-        lock(log).operation = Some(crate::smh::operation::name(
-            &parts.method,
-            route.resource,
-            parts.uri.query(),
-            body.buffered(),
-        ));
+        // 7. Forward, replaying once if SMH rejects a token we thought live.
         let out = Outgoing {
             method: &parts.method,
             path: parts.uri.path(),

@@ -1,13 +1,14 @@
-//! Strip-then-inject: remove every credential the client sent and add the
-//! SMH token. The query is edited pair by pair on its raw bytes, so every
-//! other parameter keeps its order, spelling and encoding (bare flags stay
-//! bare, `%2F` stays `%2F`).
+//! Rebuild-then-inject, both ways across the boundary. To SMH: the query
+//! pairs [`super::query::judge`] allowed, minus the reserved names, then the
+//! gateway's `access_token`; only allow-listed request headers. Pairs are
+//! copied on their raw bytes, so every forwarded parameter keeps its order,
+//! spelling and encoding (bare flags stay bare, `%2F` stays `%2F`). To the
+//! client: SMH's answer without hop-by-hop headers, and without SMH's own
+//! CORS and cookie headers (the gateway's `[cors]` is the only CORS policy).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Query parameters a client may never pass to SMH through the gateway: SMH
-/// credentials and the admin-token `user_id` impersonation switch.
-pub const STRIPPED_QUERY_PARAMS: &[&str] = &["access_token", "library_secret", "user_id"];
+use super::query::RESERVED;
 
 /// Hop-by-hop names collected per scan of a response's headers; a response
 /// with more (none seen in practice) takes another scan.
@@ -33,13 +34,47 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// The client's credentials and the host (the upstream request sets its own).
-fn is_client_only(name: &str) -> bool {
-    matches!(name, "authorization" | "cookie" | "host")
+/// Request headers SMH may see: content negotiation and framing, range and
+/// conditional reads, the SDKs' version headers, and SMH's own `x-smh-*`
+/// (custom metadata, smh-api.md 1.5). Everything else stays here: the
+/// client's credentials (`Authorization`, `Cookie`), the device header,
+/// `Host` (the upstream request sets its own), and headers that would let
+/// a client speak for the gateway to SMH or anything in front of it
+/// (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Original-URL`,
+/// `X-HTTP-Method-Override`, ...).
+fn is_forwarded_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "accept"
+            | "accept-encoding"
+            | "accept-language"
+            | "cache-control"
+            | "client-version"
+            | "content-disposition"
+            | "content-encoding"
+            | "content-language"
+            | "content-length"
+            | "content-type"
+            | "if-match"
+            | "if-modified-since"
+            | "if-none-match"
+            | "if-range"
+            | "if-unmodified-since"
+            | "range"
+            | "user-agent"
+    ) || name.starts_with("x-smh-")
+}
+
+/// Response headers SMH's answer loses: its CORS policy (the gateway's
+/// replaces it) and cookies (they would land on the gateway's domain).
+fn is_smh_only_response_header(name: &str) -> bool {
+    name.starts_with("access-control-") || name == "set-cookie" || name == "set-cookie2"
 }
 
 /// Returns the upstream path-and-query: `path`, then the client's query
-/// without credentials, then `access_token=<token>`.
+/// without the reserved names, then `access_token=<token>`. The query has
+/// passed [`super::query::judge`], so every name is plainly spelled and an
+/// exact comparison finds every reserved one.
 pub fn upstream_path_and_query(path: &str, query: Option<&str>, token: &str) -> String {
     let mut out = String::with_capacity(
         path.len() + query.map_or(0, str::len) + token.len() + "?&access_token=".len(),
@@ -63,41 +98,30 @@ pub fn upstream_path_and_query(path: &str, query: Option<&str>, token: &str) -> 
     out
 }
 
-/// True when the pair's (decoded) name is one we strip. Decoding matters:
-/// `access%5Ftoken=x` is the same parameter to SMH.
+/// True when the pair's name is one the gateway owns.
 fn is_stripped(pair: &str) -> bool {
-    let name = pair.split('=').next().unwrap_or(pair);
-    if !name.contains('%') && !name.contains('+') {
-        return STRIPPED_QUERY_PARAMS
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(name));
-    }
-    let decoded = name.replace('+', " ");
-    let decoded = percent_encoding::percent_decode_str(&decoded).decode_utf8_lossy();
-    STRIPPED_QUERY_PARAMS
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(decoded.trim()))
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+    RESERVED.contains(&name)
 }
 
-/// The upstream request's headers: the client's, minus credentials,
-/// hop-by-hop headers and any the client named in `Connection`. Built in one
-/// pass over the client's headers (values are shared, not copied) rather
-/// than cloning them all and then removing names one lookup at a time.
+/// The upstream request's headers: the client's allow-listed ones, minus
+/// any the client named in `Connection`. Built in one pass over the
+/// client's headers (values are shared, not copied).
 pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
     let listed = Listed::new(client);
     let mut out = HeaderMap::with_capacity(client.len() + 1);
     for (name, value) in client {
         let n = name.as_str();
-        if !is_client_only(n) && !is_hop_by_hop(n) && !listed.contains(n) {
+        if is_forwarded_request_header(n) && !listed.contains(n) {
             out.append(name.clone(), value.clone());
         }
     }
     out
 }
 
-/// Removes hop-by-hop headers (and those named in `Connection`) from an
-/// upstream response: one scan over the names finds what is present, and
-/// only that is removed.
+/// Removes hop-by-hop headers (and those named in `Connection`) and SMH's
+/// CORS and cookie headers from an upstream response: one scan over the
+/// names finds what is present, and only that is removed.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
     loop {
         let mut found: [Option<HeaderName>; RESPONSE_HOPS_PER_SCAN] = Default::default();
@@ -108,7 +132,7 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
             // `Connection` itself goes last: a further scan still needs it.
             if n < found.len()
                 && name != header::CONNECTION
-                && (is_hop_by_hop(s) || listed.contains(s))
+                && (is_hop_by_hop(s) || is_smh_only_response_header(s) || listed.contains(s))
             {
                 found[n] = Some(name.clone());
                 n += 1;
@@ -185,8 +209,8 @@ mod tests {
     }
 
     #[test]
-    fn strips_credentials_in_any_spelling() {
-        let q = "access_token=stolen&info&LIBRARY_SECRET=s&user_id=root&access%5Ftoken=x&user%5Fid=y&limit=5&access_token";
+    fn strips_the_reserved_names() {
+        let q = "access_token=stolen&info&library_secret=s&user_id=root&limit=5&access_token";
         assert_eq!(
             upstream_path_and_query("/p", Some(q), "tok"),
             "/p?info&limit=5&access_token=tok"
@@ -206,21 +230,60 @@ mod tests {
     }
 
     #[test]
-    fn strips_credential_and_hop_headers() {
+    fn forwards_only_allow_listed_request_headers() {
         let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer x".parse().unwrap());
-        h.insert("cookie", "s=1".parse().unwrap());
-        h.insert("connection", "x-secret-hop, keep-alive".parse().unwrap());
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        for (n, v) in [
+            ("authorization", "Bearer x"),
+            ("cookie", "s=1"),
+            ("connection", "x-smh-meta-hop, keep-alive"),
+            ("x-smh-meta-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("host", "evil.example"),
+            ("x-client-id", "bob-phone"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/api/v1/token"),
+            ("x-rewrite-url", "/api/v1/token"),
+            ("x-http-method-override", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("origin", "https://evil.example"),
+            ("content-type", "application/json"),
+            ("client-version", "smh-js-sdk/1.0.16"),
+            ("range", "bytes=0-1"),
+        ] {
+            h.append(HeaderName::from_static(n), v.parse().unwrap());
+        }
         h.insert("x-smh-meta-a", "b".parse().unwrap());
         h.append("x-smh-meta-a", "c".parse().unwrap());
-        h.insert("proxy-authorization", "Basic x".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
         let out = upstream_request_headers(&h);
-        assert_eq!(out.len(), 2, "{out:?}");
+        let mut names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["client-version", "content-type", "range", "x-smh-meta-a"]
+        );
         let kept: Vec<_> = out.get_all("x-smh-meta-a").iter().collect();
         assert_eq!(kept, ["b", "c"]);
+    }
+
+    #[test]
+    fn smh_cors_and_cookies_never_reach_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "access-control-allow-origin",
+            "https://evil.example".parse().unwrap(),
+        );
+        h.insert("access-control-allow-credentials", "true".parse().unwrap());
+        h.insert("access-control-expose-headers", "*".parse().unwrap());
+        h.insert("set-cookie", "a=b".parse().unwrap());
+        h.insert("x-smh-size", "5".parse().unwrap());
+        strip_response_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-smh-size"]);
     }
 
     #[test]
@@ -230,6 +293,8 @@ mod tests {
         h.insert("connection", listed.join(",").parse().unwrap());
         h.insert("x-hop-11", "1".parse().unwrap());
         h.insert("x-hop-0", "1".parse().unwrap());
+        h.insert("x-smh-meta-x", "1".parse().unwrap());
+        h.append("connection", "x-smh-meta-x".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());
         let out = upstream_request_headers(&h);
         assert_eq!(out.len(), 1, "{out:?}");

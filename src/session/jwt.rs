@@ -137,6 +137,7 @@ impl JwtValidator {
 
     pub async fn validate(&self, token: &str) -> Result<Verified, GatewayError> {
         let invalid = |m: &str| GatewayError::InvalidSession(m.to_string());
+        check_structure(token).map_err(invalid)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&describe(&e)))?;
         let validation = self
             .validations
@@ -239,6 +240,99 @@ impl JwtValidator {
     }
 }
 
+/// What the JOSE library does not check for us, before any key is tried:
+///
+/// - `crit` (RFC 7515 4.1.11): the gateway implements no extension, so a
+///   header that marks any as critical must be refused.
+/// - Duplicate member names, in the header or the claims, at any depth.
+///   RFC 7519 4 allows rejecting them; the gateway does, because two
+///   readers of the same token (the IdP's library that signed it, ours,
+///   anything else the business runs) may keep different copies: a
+///   `{"sub":"alice","sub":"bob"}` must not be alice to one and bob to
+///   another.
+fn check_structure(token: &str) -> Result<(), &'static str> {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+        return Err("malformed token");
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.decode(header).map_err(|_| "malformed token")?;
+    let payload = b64.decode(payload).map_err(|_| "malformed token")?;
+    let header_json: serde_json::Value =
+        check_unique_members(&header).map_err(|_| "malformed token header")?;
+    if header_json.get("crit").is_some() {
+        return Err("token header marks extensions as critical (crit); none are supported");
+    }
+    check_unique_members(&payload).map_err(|_| "malformed claims or duplicate claim names")?;
+    Ok(())
+}
+
+/// Parses JSON, failing on an object with a repeated member name.
+fn check_unique_members(json: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let v = UniqueMembers.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// A JSON value whose objects must not repeat a member name.
+struct UniqueMembers;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueMembers {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembers {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON without repeated member names")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(UniqueMembers)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let v = map.next_value_seed(UniqueMembers)?;
+            if out.insert(key, v).is_some() {
+                return Err(serde::de::Error::custom("repeated member name"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Says what was wrong without echoing the token.
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind::*;
@@ -254,5 +348,36 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         MissingRequiredClaim(c) => format!("missing claim {c}"),
         InvalidToken | Base64(_) | Json(_) | Utf8(_) => "malformed token".into(),
         _ => "invalid token".into(),
+    }
+}
+
+#[cfg(test)]
+mod structure_tests {
+    use super::*;
+    use base64::Engine;
+
+    fn token(header: &str, payload: &str) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.sig", b64.encode(header), b64.encode(payload))
+    }
+
+    #[test]
+    fn crit_and_duplicate_members_are_refused() {
+        let ok = token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","x":{"y":[1,{"z":2}]}}"#);
+        assert_eq!(check_structure(&ok), Ok(()));
+        for t in [
+            token(
+                r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+                r#"{"sub":"a"}"#,
+            ),
+            token(r#"{"alg":"HS256","crit":[]}"#, r#"{"sub":"a"}"#),
+            token(r#"{"alg":"HS256","alg":"none"}"#, r#"{"sub":"a"}"#),
+            token(r#"{"alg":"HS256"}"#, r#"{"sub":"alice","sub":"bob"}"#),
+            token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","c":{"s":1,"s":2}}"#),
+            token(r#"{"alg":"HS256"}"#, r#"{"sub":"a"} x"#),
+            "not-a-token".to_string(),
+        ] {
+            assert!(check_structure(&t).is_err(), "{t}");
+        }
     }
 }

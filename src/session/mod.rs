@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{SessionConfig, SessionMode};
 use crate::error::GatewayError;
+use crate::smh::{MAX_CLIENT_ID_BYTES, MAX_USER_ID_BYTES};
 use credential::CredentialSource;
 use introspect::Introspector;
 use jwt::JwtValidator;
@@ -31,8 +32,17 @@ pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 /// Who is calling, as the business's login system says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
+    /// From the verified credential; printable ASCII without `,`
+    /// ([`crate::smh::is_identity_value`]).
     pub user_id: Arc<str>,
+    /// The client/device id: from the verified credential, or (only when
+    /// `session.client_header` is configured and the credential names none)
+    /// from that request header, which `client_id_verified` then says.
     pub client_id: Arc<str>,
+    /// Whether `client_id` came from the verified credential. Only then
+    /// may it decide anything (a `{client_id}` space template); a
+    /// header-supplied id only labels the token and the audit record.
+    pub client_id_verified: bool,
     pub session_id: Arc<str>,
     pub roles: Arc<[String]>,
     /// All claims (JWT) or the `claims` object (introspection), for policy
@@ -102,7 +112,7 @@ pub struct SessionValidator {
     cache: Cache<[u8; 32], Arc<CachedSession>>,
     user_claim: String,
     client_claim: Option<String>,
-    client_header: http::HeaderName,
+    client_header: Option<http::HeaderName>,
     roles_claim: String,
     default_roles: Arc<[String]>,
     leeway: Duration,
@@ -158,7 +168,11 @@ impl SessionValidator {
                 .build(),
             user_claim: cfg.user_claim.clone(),
             client_claim: cfg.client_claim.clone(),
-            client_header: http::HeaderName::from_bytes(cfg.client_header.as_bytes())
+            client_header: cfg
+                .client_header
+                .as_deref()
+                .map(|h| http::HeaderName::from_bytes(h.as_bytes()))
+                .transpose()
                 .map_err(|e| anyhow::anyhow!("session.client_header: {e}"))?,
             roles_claim: cfg.roles_claim.clone(),
             default_roles: cfg.default_roles.clone().into(),
@@ -198,7 +212,7 @@ impl SessionValidator {
         }
         if let Some(session) = memo.get(&credential, now) {
             return Ok((
-                self.with_client_header(session, parts),
+                self.with_client_header(session, parts)?,
                 SessionOutcome::Cached,
             ));
         }
@@ -221,7 +235,7 @@ impl SessionValidator {
                 (entry, SessionOutcome::Validated)
             }
         };
-        let session = self.with_client_header(&entry.session, parts);
+        let session = self.with_client_header(&entry.session, parts)?;
         memo.remember(&credential, entry);
         Ok((session, outcome))
     }
@@ -234,7 +248,7 @@ impl SessionValidator {
         }
         let key = digest(&credential);
         let (session, _) = self.validate(&credential, &key).await?;
-        Ok(self.with_client_header(&session, parts))
+        self.with_client_header(&session, parts)
     }
 
     /// Checks a credential with the configured validator: the session and
@@ -264,10 +278,13 @@ impl SessionValidator {
                     Some(r) if !r.is_empty() => self.intern_roles(r),
                     _ => self.roles_or_default(roles_from(&id.claims, &self.roles_claim)),
                 };
+                let client_id = checked_id(id.client_id, "client_id", MAX_CLIENT_ID_BYTES)?;
                 let session = Session {
-                    user_id: id.user_id.into(),
-                    client_id: id.client_id.unwrap_or_default().into(),
-                    session_id: id.session_id.unwrap_or_default().into(),
+                    user_id: checked_user(id.user_id)?.into(),
+                    client_id_verified: !client_id.is_empty(),
+                    client_id: client_id.into(),
+                    session_id: checked_id(id.session_id, "session_id", MAX_CLIENT_ID_BYTES)?
+                        .into(),
                     roles,
                     claims: Arc::new(self.keep_claims(id.claims)),
                     issued_at: None,
@@ -281,17 +298,26 @@ impl SessionValidator {
         let user_id = claim_str(&claims, &self.user_claim)
             .filter(|u| !u.is_empty())
             .ok_or(GatewayError::NoUserInSession)?;
-        let client_id = self
-            .client_claim
-            .as_deref()
-            .and_then(|c| claim_str(&claims, c))
-            .unwrap_or_default();
-        let session_id = claim_str(&claims, "sid")
-            .or_else(|| claim_str(&claims, "jti"))
-            .unwrap_or_default();
+        let user_id = checked_user(user_id)?;
+        let client_id = checked_id(
+            self.client_claim
+                .as_deref()
+                .and_then(|c| claim_str(&claims, c)),
+            "client claim",
+            MAX_CLIENT_ID_BYTES,
+        )?;
+        // `sid` names the session; a `jti` is only a fallback, so one that
+        // SMH could not take is dropped rather than refusing the session.
+        let session_id = match claim_str(&claims, "sid") {
+            Some(sid) => checked_id(Some(sid), "sid", MAX_CLIENT_ID_BYTES)?,
+            None => claim_str(&claims, "jti")
+                .filter(|j| crate::smh::is_identity_value(j, MAX_CLIENT_ID_BYTES))
+                .unwrap_or_default(),
+        };
         let roles = roles_from(&claims, &self.roles_claim);
         Ok(Session {
             user_id: user_id.into(),
+            client_id_verified: !client_id.is_empty(),
             client_id: client_id.into(),
             session_id: session_id.into(),
             roles: self.roles_or_default(roles),
@@ -332,20 +358,31 @@ impl SessionValidator {
         claims
     }
 
-    /// A session without a client id from its credential takes the one
-    /// the request names in the client header (per request, not cached).
-    fn with_client_header(&self, session: &Session, parts: &Parts) -> Session {
+    /// When `session.client_header` is configured, a session without a
+    /// client id from its credential takes the one the request names in
+    /// that header (per request, not cached), unverified: it labels the
+    /// token and the audit record and decides nothing.
+    fn with_client_header(
+        &self,
+        session: &Session,
+        parts: &Parts,
+    ) -> Result<Session, GatewayError> {
         let mut s = session.clone();
+        let Some(header) = &self.client_header else {
+            return Ok(s);
+        };
         if s.client_id.is_empty() {
-            if let Some(v) = parts
-                .headers
-                .get(&self.client_header)
-                .and_then(|v| v.to_str().ok())
-            {
+            if let Some(v) = parts.headers.get(header) {
+                let v = v.to_str().ok().filter(|v| is_header_client_id(v)).ok_or_else(|| {
+                    GatewayError::BadRequest(format!(
+                        "{header}: a device id is 1 to {MAX_HEADER_CLIENT_ID_BYTES} ASCII letters, digits, '.', '_', ':' or '-'"
+                    ))
+                })?;
                 s.client_id = v.into();
+                s.client_id_verified = false;
             }
         }
-        s
+        Ok(s)
     }
 
     fn shape(&self, e: GatewayError) -> GatewayError {
@@ -366,6 +403,41 @@ impl SessionValidator {
     pub fn cached(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
+    }
+}
+
+/// Longest device id taken from the client header: device ids are short
+/// (a UUID is 36 bytes), and every distinct one is a token-cache key.
+pub const MAX_HEADER_CLIENT_ID_BYTES: usize = 64;
+
+/// The header-supplied device id grammar: narrower than a verified id,
+/// since the client picks it.
+fn is_header_client_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_HEADER_CLIENT_ID_BYTES
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// A verified user id SMH can take as one `user_id`.
+fn checked_user(user_id: String) -> Result<String, GatewayError> {
+    if crate::smh::is_identity_value(&user_id, MAX_USER_ID_BYTES) {
+        Ok(user_id)
+    } else {
+        Err(GatewayError::InvalidSession(format!(
+            "the session's user id is not usable at SMH: it must be 1 to {MAX_USER_ID_BYTES} bytes of printable ASCII without spaces or ','"
+        )))
+    }
+}
+
+/// An optional verified id (client, session); empty when absent.
+fn checked_id(v: Option<String>, what: &str, max: usize) -> Result<String, GatewayError> {
+    match v {
+        None => Ok(String::new()),
+        Some(v) if v.is_empty() || crate::smh::is_identity_value(&v, max) => Ok(v),
+        Some(_) => Err(GatewayError::InvalidSession(format!(
+            "the session's {what} is not usable at SMH: it must be at most {max} bytes of printable ASCII without spaces or ','"
+        ))),
     }
 }
 
