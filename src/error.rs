@@ -21,6 +21,8 @@ pub enum GatewayError {
     /// SMH could read it differently); the reason says which rule.
     #[error("no such route: {0}")]
     RouteNotFound(&'static str),
+    #[error("SMH's API uses GET, HEAD, PUT, POST and DELETE only")]
+    MethodNotAllowed,
     #[error("library {0:?} is not served by this gateway")]
     LibraryNotFound(String),
     #[error("the gateway manages SMH access tokens; /api/v1/token is not available to clients")]
@@ -72,6 +74,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             RouteNotFound(_) => (StatusCode::NOT_FOUND, code::ROUTE_NOT_FOUND),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED),
             LibraryNotFound(_) => (StatusCode::NOT_FOUND, code::LIBRARY_NOT_FOUND),
             TokenEndpointRefused => (StatusCode::FORBIDDEN, code::NO_PERMISSION),
             MissingCredential => (StatusCode::UNAUTHORIZED, code::MISSING_SESSION),
@@ -152,6 +155,7 @@ mod tests {
         use GatewayError::*;
         let cases: Vec<(GatewayError, u16, &str, Option<u32>)> = vec![
             (RouteNotFound("x"), 404, "RouteNotFound", None),
+            (MethodNotAllowed, 405, "MethodNotAllowed", None),
             (LibraryNotFound("x".into()), 404, "LibraryNotFound", None),
             (TokenEndpointRefused, 403, "NoPermission", None),
             (MissingCredential, 401, "MissingSession", None),

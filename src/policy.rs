@@ -167,16 +167,19 @@ pub struct Decision {
     pub period_secs: u64,
 }
 
-/// The union of a session's roles, computed once per distinct role list.
+/// A session's known roles, resolved once per distinct role list, with the
+/// token (grant, period) of each combination of them that admitted a
+/// request.
 #[derive(Debug)]
 struct RoleSet {
-    known: bool,
-    grant: Arc<str>,
-    spaces: Vec<SpacePattern>,
-    period_secs: u64,
-    /// `None`: some role allows every operation.
-    operations: Option<Vec<OperationPattern>>,
+    roles: Vec<Arc<Role>>,
+    /// Keyed by the bit mask of the admitting roles.
+    tokens: RwLock<HashMap<u64, (Arc<str>, u64)>>,
 }
+
+/// Roles of one session the policy considers (a bit each in a mask); a
+/// session claiming more is judged on the first this many it names.
+const MAX_ROLES_PER_SESSION: usize = 64;
 
 /// Distinct role lists remembered; real deployments have a handful, and
 /// the bound keeps a flood of invented role claims from growing memory.
@@ -184,7 +187,7 @@ const MAX_MEMOISED_ROLE_SETS: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Policy {
-    roles: HashMap<String, Role>,
+    roles: HashMap<String, Arc<Role>>,
     memo: RwLock<HashMap<Arc<[String]>, Arc<RoleSet>>>,
     no_space: Arc<str>,
 }
@@ -214,7 +217,7 @@ impl Policy {
             };
             out.insert(
                 name.clone(),
-                Role {
+                Arc::new(Role {
                     grant: r.grant.clone(),
                     spaces,
                     period_secs: r
@@ -222,7 +225,7 @@ impl Policy {
                         .as_ref()
                         .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref()),
                     operations,
-                },
+                }),
             );
         }
         Ok(Self {
@@ -241,34 +244,13 @@ impl Policy {
         {
             return set.clone();
         }
-        let roles: Vec<&Role> = names.iter().filter_map(|n| self.roles.get(n)).collect();
-        let grant: BTreeSet<&str> = roles
-            .iter()
-            .flat_map(|r| r.grant.iter().map(String::as_str))
-            .collect();
-        let operations = if roles.iter().any(|r| r.operations.is_none()) {
-            None
-        } else {
-            Some(
-                roles
-                    .iter()
-                    .flat_map(|r| r.operations.iter().flatten().cloned())
-                    .collect(),
-            )
-        };
         let set = Arc::new(RoleSet {
-            known: !roles.is_empty(),
-            grant: grant.into_iter().collect::<Vec<_>>().join(",").into(),
-            spaces: roles
+            roles: names
                 .iter()
-                .flat_map(|r| r.spaces.iter().cloned())
+                .filter_map(|n| self.roles.get(n).cloned())
+                .take(MAX_ROLES_PER_SESSION)
                 .collect(),
-            period_secs: roles
-                .iter()
-                .map(|r| r.period_secs)
-                .min()
-                .unwrap_or(DEFAULT_TOKEN_PERIOD_SECS),
-            operations,
+            tokens: RwLock::default(),
         });
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
         if memo.len() >= MAX_MEMOISED_ROLE_SETS {
@@ -279,14 +261,20 @@ impl Policy {
     }
 
     /// Decides for `session` doing `op` in `space` (None = library-level),
-    /// where the body also names `source_spaces` (batch copy/move from
-    /// other spaces). Several roles give the union of grants, spaces and
-    /// operations, and the shortest period among them (the most cautious
-    /// lifetime any of the roles asked for).
+    /// where the body also names `source_spaces` (cross-space copy, move or
+    /// extraction).
+    ///
+    /// A request is admitted by a role only when that one role reaches the
+    /// space and every source space and allows the operation: roles are
+    /// not pooled, so a read-only role for one space and a writing role
+    /// for another never add up to writing in the first. The token carries
+    /// the grants of the roles that admitted the request, with the
+    /// shortest of their periods (the most cautious lifetime any of them
+    /// asked for).
     ///
     /// A library-level call gets a token without `space_id`, which SMH
-    /// reads as "no particular space" (with `admin`, every space), so it
-    /// needs a role whose spaces include `*`.
+    /// reads as "no particular space" (with `admin`, every space), so only
+    /// a role whose spaces include `*` admits it.
     pub fn decide(
         &self,
         session: &Session,
@@ -295,45 +283,105 @@ impl Policy {
         op: Operation<'_>,
     ) -> Result<Decision, GatewayError> {
         let set = self.role_set(&session.roles);
-        if !set.known {
+        if set.roles.is_empty() {
             return Err(GatewayError::OperationNotAllowed(
                 "the session has no role known to the gateway".into(),
             ));
         }
-        if let Some(list) = &set.operations {
-            if !list.iter().any(|p| p.matches(&op)) {
-                return Err(GatewayError::OperationNotAllowed(format!(
-                    "{} {}?{} is not in the session's allowed operations",
-                    op.method, op.resource, op.name
-                )));
+        let (mut admitted, mut reach_route, mut reach_all) = (0u64, false, false);
+        for (i, role) in set.roles.iter().enumerate() {
+            let reaches = |s: &str| role.spaces.iter().any(|p| p.matches(s, session));
+            let in_route = match space {
+                Some(s) => reaches(s),
+                None => role.spaces.contains(&SpacePattern::Any),
+            };
+            if !in_route {
+                continue;
+            }
+            reach_route = true;
+            if !source_spaces.iter().all(|s| reaches(s)) {
+                continue;
+            }
+            reach_all = true;
+            if role
+                .operations
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|p| p.matches(&op)))
+            {
+                admitted |= 1 << i;
             }
         }
-        let allowed = |s: &str| set.spaces.iter().any(|p| p.matches(s, session));
-        match space {
-            Some(space) if !allowed(space) => {
-                return Err(GatewayError::SpaceNotAllowed(space.to_string()))
-            }
-            Some(_) => {}
-            None if set.spaces.contains(&SpacePattern::Any) => {}
-            None => {
-                return Err(GatewayError::OperationNotAllowed(format!(
+        if admitted == 0 {
+            return Err(match space {
+                None if !reach_route => GatewayError::OperationNotAllowed(format!(
                     "{} {} is a library-level call; it needs a role with spaces = [\"*\"]",
                     op.method, op.resource
-                )))
-            }
+                )),
+                Some(s) if !reach_route => GatewayError::SpaceNotAllowed(s.to_string()),
+                _ if !reach_all => GatewayError::SpaceNotAllowed(
+                    source_spaces
+                        .iter()
+                        .find(|s| {
+                            !set.roles
+                                .iter()
+                                .any(|r| r.spaces.iter().any(|p| p.matches(s, session)))
+                        })
+                        .or(source_spaces.first())
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                _ => GatewayError::OperationNotAllowed(format!(
+                    "{} {}?{} is not allowed by any role of the session in this space",
+                    op.method, op.resource, op.name
+                )),
+            });
         }
-        if let Some(other) = source_spaces.iter().find(|s| !allowed(s)) {
-            return Err(GatewayError::SpaceNotAllowed(other.clone()));
-        }
+        let (grant, period_secs) = set.token_for(admitted);
         let token_space = match space {
             None | Some(SINGLE_TENANT_SPACE) => self.no_space.clone(),
             Some(s) => Arc::from(s),
         };
         Ok(Decision {
-            grant: set.grant.clone(),
+            grant,
             token_space,
-            period_secs: set.period_secs,
+            period_secs,
         })
+    }
+}
+
+impl RoleSet {
+    /// The grant (sorted, de-duplicated, comma-joined) and period of the
+    /// roles in `mask`, computed once per combination.
+    fn token_for(&self, mask: u64) -> (Arc<str>, u64) {
+        if let Some(t) = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&mask)
+        {
+            return t.clone();
+        }
+        let chosen: Vec<&Role> = (0..self.roles.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| &*self.roles[i])
+            .collect();
+        let grant: BTreeSet<&str> = chosen
+            .iter()
+            .flat_map(|r| r.grant.iter().map(String::as_str))
+            .collect();
+        let token = (
+            Arc::from(grant.into_iter().collect::<Vec<_>>().join(",")),
+            chosen
+                .iter()
+                .map(|r| r.period_secs)
+                .min()
+                .unwrap_or(DEFAULT_TOKEN_PERIOD_SECS),
+        );
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mask, token.clone());
+        token
     }
 }
 
@@ -444,7 +492,7 @@ spaces = ["*"]
     }
 
     #[test]
-    fn roles_union_grants_spaces_and_operations() {
+    fn each_role_admits_on_its_own() {
         let p = policy(ROLES);
         let s = session(
             "u1",
@@ -455,10 +503,21 @@ spaces = ["*"]
             .decide(&s, Some("team7"), &[], op(&Method::PUT, "file", "upload"))
             .unwrap();
         assert_eq!(&*d.grant, "create_directory,upload_file");
-        assert_eq!(d.period_secs, 1800, "shortest period of the roles");
-        assert!(p
-            .decide(&s, Some("u1"), &[], op(&Method::PUT, "file", "upload"))
-            .is_ok());
+        assert_eq!(d.period_secs, 1800, "the admitting role's period");
+        // Roles are not pooled: the viewer reaches u1 but only reads, the
+        // editor writes but not in u1.
+        assert!(matches!(
+            p.decide(&s, Some("u1"), &[], op(&Method::PUT, "file", "upload")),
+            Err(GatewayError::OperationNotAllowed(_))
+        ));
+        assert!(matches!(
+            p.decide(&s, Some("-"), &[], op(&Method::DELETE, "file", "delete")),
+            Err(GatewayError::OperationNotAllowed(_))
+        ));
+        let d = p
+            .decide(&s, Some("u1"), &[], op(&Method::GET, "file", "download"))
+            .unwrap();
+        assert_eq!((&*d.grant, d.period_secs), ("", 3600), "the viewer's token");
         let no_claim = session("u1", &["editor"], serde_json::json!({}));
         assert!(matches!(
             p.decide(

@@ -139,7 +139,10 @@ impl Gateway {
             &parts.method,
             route.resource,
             query.flag,
-            body.buffered(),
+            crate::smh::operation::BodyView {
+                bytes: body.buffered(),
+                plain_json: is_plain_json(&parts.headers),
+            },
         )?;
         lock(log).operation = Some(judged.name);
         let op = Operation {
@@ -236,6 +239,18 @@ impl Gateway {
             memo: Arc::default(),
         }
     }
+}
+
+/// Whether a body means to SMH what it means to a JSON parser: no
+/// `Content-Encoding`, and no `Content-Type` or a JSON one.
+fn is_plain_json(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(http::header::CONTENT_ENCODING)
+        && headers.get(http::header::CONTENT_TYPE).is_none_or(|v| {
+            v.to_str().is_ok_and(|t| {
+                let essence = t.split(';').next().unwrap_or("").trim();
+                essence.eq_ignore_ascii_case("application/json")
+            })
+        })
 }
 
 fn mint_error(e: MintError) -> GatewayError {

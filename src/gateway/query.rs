@@ -5,11 +5,14 @@
 //! `access_token`.
 //!
 //! The allow-list is a grammar, not a list of names: SMH's parameters are
-//! lowercase snake/kebab-case words (`conflict_resolution_strategy`,
-//! `by-marker`), and the SDKs send them spelled plainly. A name outside
-//! that grammar (`access_token[]`, `access+token`, `ACCESS_TOKEN`,
-//! `access%5Ftoken`, `user_id.`) is something a server framework might fold
-//! into a reserved name, so the request is refused rather than guessed at.
+//! plain ASCII words (`conflict_resolution_strategy`, `by-marker`, and a few
+//! camelCase ones such as `orderBy`), and the SDKs send them spelled
+//! plainly. A name outside that grammar (`access_token[]`, `access+token`,
+//! `access%5Ftoken`, `user_id.`), or a respelling of a reserved name or an
+//! operation flag in another case or with `-`/`_` swapped or dropped
+//! (`ACCESS_TOKEN`, `access-token`, `Confirm`, `by_marker`), is something a
+//! server framework might fold into the real one, so the request is refused
+//! rather than guessed at.
 
 use crate::error::GatewayError;
 
@@ -43,6 +46,9 @@ pub const FLAGS: &[&str] = &[
     "zip-preview",
     "transcode",
     "live_transcode",
+    "cancel",
+    "modify",
+    "save",
 ];
 
 /// Two flags SMH documents together, read as the first: `?info&preview=1`
@@ -70,6 +76,8 @@ pub fn judge(query: Option<&str>) -> Result<QueryFacts, GatewayError> {
         ));
     }
     let mut flags: [Option<&'static str>; 2] = [None, None];
+    // `preview=0` beside `?info` asks for no preview link (smh-api.md 5.2).
+    let mut preview_off = false;
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -77,26 +85,38 @@ pub fn judge(query: Option<&str>) -> Result<QueryFacts, GatewayError> {
         };
         if !is_plain_name(name) {
             return Err(GatewayError::BadRequest(format!(
-                "query parameter name {:?} is not a plain SMH parameter name (lowercase letters, digits, '_', '-')",
+                "query parameter name {:?} is not a plain SMH parameter name (ASCII letters, digits, '_', '-')",
                 truncate(name)
             )));
         }
         if let Some(v) = value {
             check_value(name, v)?;
         }
-        if let Some(flag) = FLAGS.iter().find(|f| **f == name) {
-            if !matches!(value, None | Some("") | Some("1")) {
+        let flag = FLAGS.iter().find(|f| **f == name);
+        if flag.is_none() {
+            if let Some(real) = RESERVED.iter().chain(FLAGS).find(|r| same_word(r, name)) {
                 return Err(GatewayError::BadRequest(format!(
-                    "operation flag ?{flag} takes no value other than 1"
+                    "query parameter {:?} respells {real:?}; send it as {real:?} or not at all",
+                    truncate(name)
                 )));
             }
-            match flags {
-                [Some(a), _] if a == *flag => {}
-                [_, Some(b)] if b == *flag => {}
-                [None, _] => flags[0] = Some(flag),
-                [Some(_), None] => flags[1] = Some(flag),
-                [Some(a), Some(b)] => return Err(more_than_one(a, b, Some(flag))),
-            }
+        }
+        let Some(flag) = flag else { continue };
+        if *flag == "preview" && value == Some("0") {
+            preview_off = true;
+            continue;
+        }
+        if !matches!(value, None | Some("") | Some("1")) {
+            return Err(GatewayError::BadRequest(format!(
+                "operation flag ?{flag} takes no value other than 1"
+            )));
+        }
+        match flags {
+            [Some(a), _] if a == *flag => {}
+            [_, Some(b)] if b == *flag => {}
+            [None, _] => flags[0] = Some(flag),
+            [Some(_), None] => flags[1] = Some(flag),
+            [Some(a), Some(b)] => return Err(more_than_one(a, b, Some(flag))),
         }
     }
     let flag = match flags {
@@ -110,7 +130,24 @@ pub fn judge(query: Option<&str>) -> Result<QueryFacts, GatewayError> {
                 .ok_or_else(|| more_than_one(a, b, None))?,
         ),
     };
+    if preview_off && flag != Some("info") {
+        return Err(GatewayError::BadRequest(
+            "preview=0 is only meaningful beside ?info".into(),
+        ));
+    }
     Ok(QueryFacts { flag })
+}
+
+/// Whether `name` is `word` up to ASCII case and `-`/`_` (which some
+/// frameworks fold or drop).
+fn same_word(word: &str, name: &str) -> bool {
+    let letters = |s: &str| {
+        s.bytes()
+            .filter(|b| *b != b'_' && *b != b'-')
+            .map(|b| b.to_ascii_lowercase())
+            .collect::<Vec<u8>>()
+    };
+    name != word && name.len() <= word.len() + 4 && letters(name) == letters(word)
 }
 
 fn more_than_one(a: &str, b: &str, c: Option<&str>) -> GatewayError {
@@ -128,7 +165,7 @@ fn is_plain_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_BYTES
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Values pass through byte for byte, so they must mean one thing to
@@ -144,16 +181,12 @@ fn check_value(name: &str, value: &str) -> Result<(), GatewayError> {
     let mut i = 0;
     while i < b.len() {
         let byte = if b[i] == b'%' {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
+            match super::route::escaped_byte(b, i) {
+                Some(byte) => {
                     i += 3;
-                    (hi * 16 + lo) as u8
+                    byte
                 }
-                _ => return bad("malformed percent-encoding"),
+                None => return bad("malformed percent-encoding"),
             }
         } else {
             i += 1;
@@ -197,6 +230,12 @@ mod tests {
         assert_eq!(flag("confirm&confirm=1"), Some("confirm"));
         assert_eq!(judge(None).unwrap().flag, None);
         assert_eq!(flag("access_token=x&user_id=u&&"), None);
+        assert_eq!(flag("info&preview=0"), Some("info"));
+        assert_eq!(
+            flag("by-marker&orderBy=name&orderByType=asc"),
+            Some("by-marker")
+        );
+        assert_eq!(flag("cancel"), Some("cancel"));
     }
 
     #[test]
@@ -228,7 +267,13 @@ mod tests {
             "confirm%26delete",
             "%63onfirm",
             "Confirm",
+            "by_marker",
+            "access-token=x",
+            "accesstoken=x",
+            "USERID=x",
             "x y=1",
+            "preview=0",
+            "cancel&delete",
         ] {
             assert!(judge(Some(q)).is_err(), "{q}");
         }

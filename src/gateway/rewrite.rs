@@ -35,8 +35,9 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Request headers SMH may see: content negotiation and framing, range and
-/// conditional reads, the SDKs' version headers, and SMH's own `x-smh-*`
-/// (custom metadata, smh-api.md 1.5). Everything else stays here: the
+/// conditional reads, the SDKs' version headers (`Client-Version`, the
+/// planned `X-SMH-SDK-Version`), and custom metadata `x-smh-meta-*`
+/// (smh-api.md 1.5). Everything else stays here: the
 /// client's credentials (`Authorization`, `Cookie`), the device header,
 /// `Host` (the upstream request sets its own), and headers that would let
 /// a client speak for the gateway to SMH or anything in front of it
@@ -62,7 +63,8 @@ fn is_forwarded_request_header(name: &str) -> bool {
             | "if-unmodified-since"
             | "range"
             | "user-agent"
-    ) || name.starts_with("x-smh-")
+            | "x-smh-sdk-version"
+    ) || name.starts_with("x-smh-meta-")
 }
 
 /// Response headers SMH's answer loses: its CORS policy (the gateway's

@@ -16,6 +16,19 @@ const API_PREFIX: &str = "/api/v1/";
 /// reads, not SpaceIds (smh-api.md 3.4), for GET and HEAD only: a custom
 /// SpaceId may be spelled `list`, and `DELETE space/<Lib>/list` deletes it.
 const SPACE_LIBRARY_READS: &[&str] = &["list", "count"];
+/// Words that stand where a SpaceId would, making the call library-level
+/// (`directory-history/<Lib>/library-history`).
+const LIBRARY_LEVEL_WORDS: &[(&str, &str)] = &[("directory-history", "library-history")];
+
+/// Methods SMH's API uses (smh-api.md 2-5); anything else is refused
+/// rather than judged as an unknown operation.
+const METHODS: &[Method] = &[
+    Method::GET,
+    Method::HEAD,
+    Method::PUT,
+    Method::POST,
+    Method::DELETE,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmhRoute<'a> {
@@ -48,17 +61,26 @@ impl<'a> SmhRoute<'a> {
                 "expected /api/v1/<resource>/<LibraryId>/...",
             ));
         }
+        if !METHODS.contains(method) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        // The first segment after the library, and what follows it; a
+        // trailing slash does not make a segment (`task/<Lib>/1234/` is
+        // still library-level).
+        let (first, after_first) = split_segment(after);
         let has_segments = !after.is_empty();
         let space_follows = match space_at {
             SpaceAt::Always => true,
             SpaceAt::IfPresent => has_segments,
-            SpaceAt::BeforeLast => after.contains('/'),
+            SpaceAt::BeforeLast => !after_first.is_empty(),
             SpaceAt::SpaceApi => {
                 let library_read = (method == Method::GET || method == Method::HEAD)
-                    && SPACE_LIBRARY_READS.contains(&after);
+                    && SPACE_LIBRARY_READS.contains(&first)
+                    && after_first.is_empty();
                 has_segments && !library_read
             }
-        };
+            SpaceAt::Never => false,
+        } && !LIBRARY_LEVEL_WORDS.contains(&(resource, first));
         let (space, rest) = if space_follows {
             let (space, rest) = split_segment(after);
             if !smh::is_space_id(space) {
@@ -97,21 +119,17 @@ fn is_token_spelling(segment: &str) -> bool {
 fn check_path_bytes(path: &str) -> Result<(), GatewayError> {
     let b = path.as_bytes();
     let mut i = 0;
-    let mut decoded = Vec::new();
+    // The decoded segment so far: its length, and whether it is all dots.
+    let (mut seg_len, mut seg_dots) = (0usize, true);
+    let dot_segment = |len: usize, dots: bool| dots && (len == 1 || len == 2);
     while i < b.len() {
         let byte = match b[i] {
             b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                let (Some(hi), Some(lo)) = (
-                    b.get(i + 1).copied().and_then(hex),
-                    b.get(i + 2).copied().and_then(hex),
-                ) else {
-                    return Err(GatewayError::RouteNotFound(
-                        "malformed percent-encoding in the path",
-                    ));
-                };
+                let byte = escaped_byte(b, i).ok_or(GatewayError::RouteNotFound(
+                    "malformed percent-encoding in the path",
+                ))?;
                 i += 3;
-                (hi * 16 + lo) as u8
+                byte
             }
             other => {
                 i += 1;
@@ -124,17 +142,38 @@ fn check_path_bytes(path: &str) -> Result<(), GatewayError> {
         if byte == b'\\' {
             return Err(GatewayError::RouteNotFound("backslash in the path"));
         }
-        decoded.push(byte);
+        if byte == b';' {
+            // Path parameters: some servers drop `;...` from a segment, so
+            // `..;` would be a dot segment to them.
+            return Err(GatewayError::RouteNotFound("';' in the path"));
+        }
+        if byte == b'/' {
+            if dot_segment(seg_len, seg_dots) {
+                return Err(GatewayError::RouteNotFound(
+                    "dot segment (. or ..) in the path",
+                ));
+            }
+            (seg_len, seg_dots) = (0, true);
+        } else {
+            seg_len += 1;
+            seg_dots &= byte == b'.';
+        }
     }
-    if decoded
-        .split(|&c| c == b'/')
-        .any(|seg| seg == b"." || seg == b"..")
-    {
+    if dot_segment(seg_len, seg_dots) {
         return Err(GatewayError::RouteNotFound(
             "dot segment (. or ..) in the path",
         ));
     }
     Ok(())
+}
+
+/// The byte `%XX` at `b[i..]` stands for; `None` when it is not two hex
+/// digits (which servers disagree on how to read).
+pub(crate) fn escaped_byte(b: &[u8], i: usize) -> Option<u8> {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let hi = b.get(i + 1).copied().and_then(hex)?;
+    let lo = b.get(i + 2).copied().and_then(hex)?;
+    Some((hi * 16 + lo) as u8)
 }
 
 /// Splits at the first `/`; the rest keeps everything after it verbatim.
@@ -190,6 +229,21 @@ mod tests {
         assert_eq!((r.resource, r.space), ("usage", None));
         let r = get("/api/v1/usage/lib1/sp1").unwrap();
         assert_eq!(r.space, Some("sp1"));
+        let r = get("/api/v1/space/lib1/list/").unwrap();
+        assert_eq!(r.space, None, "list/ is still the list");
+        let r = get("/api/v1/task/lib1/1234/").unwrap();
+        assert_eq!((r.space, r.rest), (None, "1234/"));
+        for p in [
+            "/api/v1/share/lib1/1042",
+            "/api/v1/quota/lib1/sp1",
+            "/api/v1/directory-history/lib1/library-history",
+        ] {
+            assert_eq!(get(p).unwrap().space, None, "{p}");
+        }
+        assert_eq!(
+            SmhRoute::parse(&Method::PATCH, "/api/v1/file/lib1/-/a"),
+            Err(GatewayError::MethodNotAllowed)
+        );
         let r = get("/api/v1/task/lib1/1,2,3").unwrap();
         assert_eq!((r.space, r.rest), (None, "1,2,3"));
         let r = get("/api/v1/task/lib1/sp1/1,2").unwrap();
@@ -264,6 +318,8 @@ mod tests {
             "/api/v1/file/lib1/-/a%5C..%5Cb",
             "/api/v1/file/lib1/-/a%zz",
             "/api/v1/file/lib1/-/a%4",
+            "/api/v1/file/lib1/-/..;/b",
+            "/api/v1/file/lib1/-/a%3Bb",
             "/api/v1/usage/lib1/a,b",
         ] {
             assert!(refused(get(p)), "{p}: {:?}", get(p));

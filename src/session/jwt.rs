@@ -252,8 +252,12 @@ impl JwtValidator {
 ///   another.
 fn check_structure(token: &str) -> Result<(), &'static str> {
     use base64::Engine;
+    // Exactly three parts, so the payload checked here is the one the
+    // signature covers.
     let mut parts = token.split('.');
-    let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("malformed token");
     };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -376,6 +380,7 @@ mod structure_tests {
             token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","c":{"s":1,"s":2}}"#),
             token(r#"{"alg":"HS256"}"#, r#"{"sub":"a"} x"#),
             "not-a-token".to_string(),
+            format!("{ok}.extra"),
         ] {
             assert!(check_structure(&t).is_err(), "{t}");
         }

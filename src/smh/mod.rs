@@ -24,6 +24,10 @@ pub enum SpaceAt {
     /// `GET space/<Lib>/list|count` are library-level; everything else
     /// names a SpaceId (smh-api.md 3.4).
     SpaceApi,
+    /// Never a SpaceId: the next segment is something else (a share id, a
+    /// quota id, `list`) in at least one of the resource's calls, so the
+    /// gateway cannot tell a space from it; every call is library-level.
+    Never,
 }
 
 /// Every SMH resource the gateway forwards, from the API reference, with
@@ -42,11 +46,11 @@ pub const RESOURCES: &[(&str, SpaceAt)] = &[
     ("hls", SpaceAt::Always),
     ("inode", SpaceAt::Always),
     ("office", SpaceAt::Always),
-    ("quota", SpaceAt::IfPresent),
+    ("quota", SpaceAt::Never),
     ("recent", SpaceAt::Always),
     ("recycled", SpaceAt::Always),
     ("search", SpaceAt::Always),
-    ("share", SpaceAt::IfPresent),
+    ("share", SpaceAt::Never),
     ("space", SpaceAt::SpaceApi),
     ("space-quota", SpaceAt::Always),
     ("task", SpaceAt::BeforeLast),

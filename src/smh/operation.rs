@@ -28,8 +28,12 @@ const BODY_KINDS: &[(&str, &str)] = &[
     ("copyfrom", "copy"),
     ("linkto", "symlink"),
 ];
-/// Batch item members naming the space an item is taken from.
-const BATCH_SOURCE_SPACE_KEYS: &[&str] = &["copyfromspaceid", "fromspaceid"];
+/// Body members ending in this (case aside) name a space the call reads
+/// from or writes to besides the route's: batch `copyFromSpaceId` and
+/// `fromSpaceId` (smh-api.md 5.5), `targetSpaceId` of `?uncompress`.
+const SPACE_MEMBER_SUFFIX: &str = "spaceid";
+/// Flags whose body may name another space; the body must be read.
+const CROSS_SPACE_FLAGS: &[&str] = &["uncompress"];
 
 /// The judged operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,39 +41,41 @@ pub struct Judged {
     /// `info`, `confirm`, `download`, `move`, ...; the audit prefixes the
     /// resource.
     pub name: &'static str,
-    /// Other spaces the body names as sources (batch `copyFromSpaceId`,
-    /// `fromSpaceId`): the policy must allow each of them too.
+    /// Other spaces the body names (`copyFromSpaceId`, `fromSpaceId`,
+    /// `targetSpaceId`, ...): the policy must allow each of them too.
     pub source_spaces: Vec<String>,
 }
 
-/// Judges the operation. `body` is the whole request body when the gateway
-/// kept it, `None` when it was too large and streams.
+/// The request body as the judge sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyView<'a> {
+    /// The whole body when the gateway kept it, `None` when it streams.
+    pub bytes: Option<&'a [u8]>,
+    /// `Content-Type` is absent or JSON, and there is no `Content-Encoding`:
+    /// the bytes mean to SMH what they mean to a JSON parser.
+    pub plain_json: bool,
+}
+
+/// Judges the operation.
 pub fn judge(
     method: &Method,
     resource: &str,
     flag: Option<&'static str>,
-    body: Option<&[u8]>,
+    body: BodyView<'_>,
 ) -> Result<Judged, GatewayError> {
-    let simple = |name| {
-        Ok(Judged {
-            name,
-            source_spaces: Vec::new(),
-        })
-    };
-    match (method.as_str(), resource, flag) {
+    let name = match (method.as_str(), resource, flag) {
         ("PUT", "file" | "directory", Some(f)) => {
             let allowed = if resource == "file" {
                 PUT_FILE_FLAGS
             } else {
                 PUT_DIRECTORY_FLAGS
             };
-            if allowed.contains(&f) {
-                simple(f)
-            } else {
-                Err(GatewayError::BadRequest(format!(
+            if !allowed.contains(&f) {
+                return Err(GatewayError::BadRequest(format!(
                     "?{f} is not an operation of PUT {resource}: SMH chooses this call's operation from the body"
-                )))
+                )));
             }
+            f
         }
         ("PUT", "file" | "directory", None) => {
             let default = if resource == "file" {
@@ -77,25 +83,34 @@ pub fn judge(
             } else {
                 "create"
             };
-            let body = body.ok_or(GatewayError::BodyTooLarge)?;
-            simple(put_body_kind(body)?.unwrap_or(default))
+            put_body_kind(judged_body(body)?)?.unwrap_or(default)
         }
         ("POST", "batch", Some(f)) if BATCH_FLAGS.contains(&f) => {
-            let source_spaces = if f == "delete" {
-                Vec::new()
-            } else {
-                batch_source_spaces(body.ok_or(GatewayError::BodyTooLarge)?)?
-            };
-            Ok(Judged {
-                name: f,
-                source_spaces,
-            })
+            if f != "delete" {
+                let bytes = judged_body(body)?;
+                if !matches!(
+                    serde_json::from_slice(bytes),
+                    Ok(serde_json::Value::Array(_))
+                ) {
+                    return Err(GatewayError::BadRequest(
+                        "a batch body must be a JSON array of items".into(),
+                    ));
+                }
+            }
+            f
         }
-        ("POST", "batch", _) => Err(GatewayError::BadRequest(
-            "a batch names exactly one of ?copy, ?move, ?delete".into(),
-        )),
-        (_, _, Some(f)) => simple(f),
-        (m, r, None) => simple(match (m, r) {
+        ("POST", "batch", _) => {
+            return Err(GatewayError::BadRequest(
+                "a batch names exactly one of ?copy, ?move, ?delete".into(),
+            ))
+        }
+        (_, _, Some(f)) => {
+            if CROSS_SPACE_FLAGS.contains(&f) {
+                judged_body(body)?;
+            }
+            f
+        }
+        (m, r, None) => match (m, r) {
             ("GET", "file") => "download",
             ("GET", "directory") => "list",
             ("GET", _) => "get",
@@ -103,10 +118,29 @@ pub fn judge(
             ("DELETE", _) => "delete",
             ("POST", _) => "post",
             ("PUT", _) => "put",
-            ("OPTIONS", _) => "options",
             _ => "other",
-        }),
+        },
+    };
+    Ok(Judged {
+        name,
+        source_spaces: body
+            .bytes
+            .map(named_spaces)
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+/// A body the operation depends on: it must have been kept whole, and be
+/// plain JSON (or empty).
+fn judged_body<'a>(body: BodyView<'a>) -> Result<&'a [u8], GatewayError> {
+    let bytes = body.bytes.ok_or(GatewayError::BodyTooLarge)?;
+    if !body.plain_json && !bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::BadRequest(
+            "this call's body decides what SMH does, so it must be unencoded JSON (Content-Type: application/json)".into(),
+        ));
     }
+    Ok(bytes)
 }
 
 fn json_object(
@@ -124,8 +158,9 @@ fn json_object(
 }
 
 /// What a flag-less PUT body asks for; `None` for the plain call (upload,
-/// create). Member names are compared without case, so `From` cannot slip
-/// past as "no operation" if SMH's parser folds case.
+/// create). Member names are compared without ASCII case, and non-ASCII
+/// names are refused ([`named_spaces`]), so `From` or `linK` (Kelvin sign)
+/// cannot pass as "no operation" if SMH's parser folds case.
 pub fn put_body_kind(body: &[u8]) -> Result<Option<&'static str>, GatewayError> {
     let Some(o) = json_object(body)? else {
         return Ok(None);
@@ -147,24 +182,52 @@ pub fn put_body_kind(body: &[u8]) -> Result<Option<&'static str>, GatewayError> 
     Ok(kind)
 }
 
-/// The source spaces a batch copy/move body names besides the route's.
-fn batch_source_spaces(body: &[u8]) -> Result<Vec<String>, GatewayError> {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|_| {
-        GatewayError::BadRequest("a batch body must be a JSON array of objects".into())
-    })?;
+/// The spaces a JSON body names in `...SpaceId` members, at the top level
+/// or in the items of a top-level array (where SMH's operation fields
+/// are). Those levels' member names must be ASCII: a case-folding parser
+/// (Go's `encoding/json` folds U+212A to `k`, U+017F to `s`) could read a
+/// non-ASCII name as one of SMH's. Bodies that are not JSON name nothing;
+/// where the body decides the operation, [`judged_body`] refused them.
+fn named_spaces(body: &[u8]) -> Result<Vec<String>, GatewayError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{' | b'[')) {
+        return Ok(Vec::new());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(Vec::new());
+    };
+    let objects: Vec<&serde_json::Map<String, serde_json::Value>> = match &value {
+        serde_json::Value::Object(o) => vec![o],
+        serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_object()).collect(),
+        _ => Vec::new(),
+    };
     let mut spaces: Vec<String> = Vec::new();
-    for item in &items {
-        let o = item.as_object().ok_or_else(|| {
-            GatewayError::BadRequest("a batch body must be a JSON array of objects".into())
-        })?;
+    for o in objects {
         for (k, v) in o {
-            if BATCH_SOURCE_SPACE_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
-                let s = v.as_str().ok_or_else(|| {
-                    GatewayError::BadRequest(format!("batch item {k} must be a SpaceId string"))
-                })?;
-                if !spaces.iter().any(|x| x == s) {
-                    spaces.push(s.to_string());
+            if !k.is_ascii() {
+                return Err(GatewayError::BadRequest(format!(
+                    "body member {k:?}: member names must be ASCII"
+                )));
+            }
+            if !k.to_ascii_lowercase().ends_with(SPACE_MEMBER_SUFFIX) {
+                continue;
+            }
+            let s = match v {
+                serde_json::Value::String(s) => s.as_str(),
+                serde_json::Value::Null => continue,
+                _ => {
+                    return Err(GatewayError::BadRequest(format!(
+                        "body member {k} must be a SpaceId string"
+                    )))
                 }
+            };
+            if !crate::smh::is_space_id(s) {
+                return Err(GatewayError::BadRequest(format!(
+                    "body member {k}: {s:?} is not a SpaceId"
+                )));
+            }
+            if !spaces.iter().any(|x| x == s) {
+                spaces.push(s.to_string());
             }
         }
     }
@@ -175,93 +238,143 @@ fn batch_source_spaces(body: &[u8]) -> Result<Vec<String>, GatewayError> {
 mod tests {
     use super::*;
 
-    fn name(m: Method, r: &str, f: Option<&'static str>, body: Option<&[u8]>) -> &'static str {
-        judge(&m, r, f, body).unwrap().name
+    fn json(b: &[u8]) -> BodyView<'_> {
+        BodyView {
+            bytes: Some(b),
+            plain_json: true,
+        }
+    }
+
+    const STREAMED: BodyView<'static> = BodyView {
+        bytes: None,
+        plain_json: true,
+    };
+
+    fn name(m: Method, r: &str, f: Option<&'static str>, body: &[u8]) -> &'static str {
+        judge(&m, r, f, json(body)).unwrap().name
     }
 
     #[test]
     fn names_follow_flags_methods_and_put_bodies() {
-        assert_eq!(name(Method::GET, "file", Some("info"), None), "info");
-        assert_eq!(name(Method::POST, "file", Some("confirm"), None), "confirm");
-        assert_eq!(name(Method::GET, "file", None, None), "download");
-        assert_eq!(name(Method::GET, "directory", None, None), "list");
-        assert_eq!(name(Method::PUT, "file", None, Some(b"")), "upload");
+        assert_eq!(name(Method::GET, "file", Some("info"), b""), "info");
+        assert_eq!(name(Method::POST, "file", Some("confirm"), b""), "confirm");
+        assert_eq!(name(Method::GET, "file", None, b""), "download");
+        assert_eq!(name(Method::GET, "directory", None, b""), "list");
+        assert_eq!(name(Method::PUT, "file", None, b""), "upload");
         assert_eq!(
-            name(Method::PUT, "file", None, Some(br#"{"size":"5"}"#)),
+            name(Method::PUT, "file", None, br#"{"size":"5"}"#),
             "upload"
         );
+        assert_eq!(name(Method::PUT, "file", None, br#"{"from":"a"}"#), "move");
+        assert_eq!(name(Method::PUT, "file", None, br#"{"From":"a"}"#), "move");
         assert_eq!(
-            name(Method::PUT, "file", None, Some(br#"{"from":"a"}"#)),
-            "move"
-        );
-        assert_eq!(
-            name(Method::PUT, "file", None, Some(br#"{"From":"a"}"#)),
-            "move"
-        );
-        assert_eq!(
-            name(Method::PUT, "file", None, Some(br#"{"copyFrom":"a"}"#)),
+            name(Method::PUT, "file", None, br#"{"copyFrom":"a"}"#),
             "copy"
         );
         assert_eq!(
-            name(Method::PUT, "file", None, Some(br#"{"linkTo":"a"}"#)),
+            name(Method::PUT, "file", None, br#"{"linkTo":"a"}"#),
             "symlink"
         );
-        assert_eq!(name(Method::PUT, "directory", None, Some(b"")), "create");
+        assert_eq!(name(Method::PUT, "directory", None, b""), "create");
         assert_eq!(
-            name(Method::PUT, "directory", Some("calibrate"), None),
+            name(Method::PUT, "directory", Some("calibrate"), b""),
             "calibrate"
         );
-        assert_eq!(name(Method::PUT, "file", Some("convert"), None), "convert");
-        assert_eq!(name(Method::DELETE, "directory", None, None), "delete");
-        assert_eq!(name(Method::POST, "batch", Some("delete"), None), "delete");
+        assert_eq!(name(Method::PUT, "file", Some("convert"), b""), "convert");
+        assert_eq!(name(Method::DELETE, "directory", None, b""), "delete");
+        assert_eq!(name(Method::POST, "batch", Some("delete"), b"[]"), "delete");
+        assert_eq!(
+            judge(&Method::GET, "file", None, STREAMED).unwrap().name,
+            "download"
+        );
     }
 
     #[test]
     fn what_smh_could_read_differently_is_refused() {
-        let bad = |m: Method, r: &str, f: Option<&'static str>, b: Option<&[u8]>| {
+        let bad = |m: Method, r: &str, f: Option<&'static str>, b: BodyView<'_>| {
             judge(&m, r, f, b).is_err()
         };
         assert!(bad(
             Method::PUT,
             "file",
             Some("move"),
-            Some(br#"{"copyFrom":"a"}"#)
+            json(br#"{"copyFrom":"a"}"#)
         ));
-        assert!(bad(Method::PUT, "file", Some("confirm"), Some(b"")));
-        assert!(bad(Method::PUT, "directory", Some("copy"), Some(b"")));
+        assert!(bad(Method::PUT, "file", Some("confirm"), json(b"")));
+        assert!(bad(Method::PUT, "directory", Some("copy"), json(b"")));
         assert!(bad(
             Method::PUT,
             "file",
             None,
-            Some(br#"{"from":"a","copyFrom":"b"}"#)
+            json(br#"{"from":"a","copyFrom":"b"}"#)
         ));
         assert!(bad(
             Method::PUT,
             "file",
             None,
-            Some(br#"{"from":"a","LINKTO":"b"}"#)
+            json(br#"{"from":"a","LINKTO":"b"}"#)
         ));
-        assert!(bad(Method::PUT, "file", None, Some(b"not json")));
-        assert!(bad(Method::PUT, "file", None, Some(b"[1]")));
+        assert!(bad(
+            Method::PUT,
+            "file",
+            None,
+            json("{\"lin\u{212a}To\":\"a\"}".as_bytes())
+        ));
+        assert!(bad(Method::PUT, "file", None, json(b"not json")));
+        assert!(bad(Method::PUT, "file", None, json(b"[1]")));
         assert!(
-            bad(Method::PUT, "file", None, None),
+            bad(Method::PUT, "file", None, STREAMED),
             "a streamed body cannot be judged"
         );
-        assert!(bad(Method::POST, "batch", None, Some(b"[]")));
-        assert!(bad(Method::POST, "batch", Some("info"), Some(b"[]")));
-        assert!(bad(Method::POST, "batch", Some("move"), None));
-        assert!(bad(Method::POST, "batch", Some("copy"), Some(b"{}")));
+        let form = BodyView {
+            bytes: Some(br#"{"x":"&from=victim.txt&"}"#),
+            plain_json: false,
+        };
+        assert!(
+            bad(Method::PUT, "file", None, form),
+            "judged as JSON only when sent as JSON"
+        );
+        assert!(bad(Method::POST, "batch", None, json(b"[]")));
+        assert!(bad(Method::POST, "batch", Some("info"), json(b"[]")));
+        assert!(bad(Method::POST, "batch", Some("move"), STREAMED));
+        assert!(bad(Method::POST, "batch", Some("copy"), json(b"{}")));
+        assert!(bad(Method::POST, "file", Some("uncompress"), STREAMED));
+        assert!(bad(
+            Method::POST,
+            "batch",
+            Some("copy"),
+            json(br#"[{"copyFromSpaceId":"a,b"}]"#)
+        ));
     }
 
     #[test]
-    fn batch_bodies_name_their_source_spaces() {
+    fn bodies_name_the_other_spaces_they_touch() {
         let j = judge(
             &Method::POST,
             "batch",
             Some("copy"),
-            Some(br#"[{"copyFrom":"a","to":"b","copyFromSpaceId":"bob"},{"copyFrom":"c","to":"d"},{"from":"x","FromSpaceId":"eve"}]"#),
+            json(br#"[{"copyFrom":"a","to":"b","copyFromSpaceId":"bob"},{"copyFrom":"c","to":"d"},{"from":"x","FromSpaceId":"eve"}]"#),
         )
         .unwrap();
         assert_eq!(j.source_spaces, ["bob", "eve"]);
+        let j = judge(
+            &Method::POST,
+            "file",
+            Some("uncompress"),
+            json(br#"{"targetSpaceId":"bob","targetPath":"x"}"#),
+        )
+        .unwrap();
+        assert_eq!(j.source_spaces, ["bob"]);
+        let j = judge(
+            &Method::POST,
+            "file",
+            Some("confirm"),
+            json(br#"{"metaData":{"spaceId":"x"}}"#),
+        )
+        .unwrap();
+        assert!(
+            j.source_spaces.is_empty(),
+            "only operation-level members count"
+        );
     }
 }

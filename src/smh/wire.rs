@@ -55,6 +55,7 @@ pub mod code {
     pub const PARAM_INVALID: &str = "ParamInvalid";
     pub const INVALID_CONFLICT_STRATEGY: &str = "InvalidConflictResolutionStrategy";
     pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
+    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
     pub const MARKER_NOT_FOUND: &str = "MarkerNotFound";
     pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLarge";
     pub const INTERNAL_SERVER_ERROR: &str = "InternalServerError";
