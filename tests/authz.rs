@@ -723,12 +723,28 @@ async fn a_request_names_exactly_one_operation_and_the_audit_names_it() {
         ("?confirm", b""),
         ("", br#"{"from":"a.txt","copyFrom":"b.txt"}"#),
         ("", b"from=a.txt"),
+        ("", "{\"lin\u{212a}To\":\"a.txt\"}".as_bytes()),
     ] {
         s.refused(
             "PUT",
             &format!("{target}{q}"),
             &auth,
             body,
+            400,
+            "BadRequest",
+        )
+        .await;
+    }
+    // The body is judged as JSON only when it is sent as JSON.
+    for (name, value) in [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("content-encoding", "gzip"),
+    ] {
+        s.refused(
+            "PUT",
+            &target,
+            &[auth[0], (name, value)],
+            br#"{"x":"&from=victim.txt&"}"#,
             400,
             "BadRequest",
         )
@@ -773,6 +789,26 @@ async fn a_batch_cannot_take_from_a_space_the_session_does_not_reach() {
     .await;
     s.refused("POST", &batch, &auth, b"[]", 400, "BadRequest")
         .await;
+    // Extraction into another space.
+    s.refused(
+        "POST",
+        &format!("/api/v1/file/{lib}/alice/a.zip?uncompress"),
+        &auth,
+        br#"{"targetSpaceId":"bob","targetPath":"x"}"#,
+        403,
+        "AccessTokenNotMatchSpace",
+    )
+    .await;
+    // A member name a case-folding parser would read as copyFromSpaceId.
+    s.refused(
+        "POST",
+        &format!("{batch}?copy"),
+        &auth,
+        "[{\"copyFrom\":\"a\",\"to\":\"b\",\"copyFrom\u{17f}paceId\":\"bob\"}]".as_bytes(),
+        400,
+        "BadRequest",
+    )
+    .await;
 }
 
 // 4. Nothing unvetted crosses the boundary, either way.
