@@ -973,6 +973,23 @@ async fn smh_cors_headers_never_reach_the_client() {
 // 5. JWT strictness.
 
 #[tokio::test]
+async fn a_session_that_never_expires_does_not_crash_the_gateway() {
+    let s = suite().await;
+    let lib = s.lib();
+    let path = format!("/api/v1/directory/{lib}/alice/?by-marker");
+    let forever = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        r#"{"sub":"alice","roles":["own"],"exp":18446744073709551615}"#,
+    );
+    for _ in 0..2 {
+        let r = s
+            .raw("GET", &path, &[("authorization", &bearer(&forever))], b"")
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+#[tokio::test]
 async fn jwts_with_crit_or_duplicate_claims_are_refused() {
     let s = suite().await;
     let lib = s.lib();

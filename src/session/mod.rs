@@ -29,6 +29,11 @@ use jwt::JwtValidator;
 /// session JWTs are a few hundred bytes to a few KiB.
 pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
+/// Longest a verified session stays in the cache before its credential is
+/// verified again, whatever its `exp` says: a day is far longer than any
+/// cache hit pattern needs, and bounds the arithmetic on the claim.
+pub const MAX_SESSION_CACHE: Duration = Duration::from_secs(24 * 3600);
+
 /// Who is calling, as the business's login system says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
@@ -227,7 +232,9 @@ impl SessionValidator {
                 let (session, valid_for) = Box::pin(self.validate(&credential, &key)).await?;
                 let entry = Arc::new(CachedSession {
                     session,
-                    valid_until: Instant::now() + valid_for,
+                    valid_until: Instant::now()
+                        .checked_add(valid_for)
+                        .unwrap_or_else(Instant::now),
                 });
                 if !valid_for.is_zero() {
                     self.cache.insert(key, entry.clone());
@@ -265,8 +272,12 @@ impl SessionValidator {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                let valid_for =
-                    Duration::from_secs(verified.expires_at.saturating_sub(now)) + self.leeway;
+                // `exp` is the client's number (signed, but any size): the
+                // cache keeps the session at most MAX_SESSION_CACHE, after
+                // which it is simply verified again.
+                let valid_for = Duration::from_secs(verified.expires_at.saturating_sub(now))
+                    .saturating_add(self.leeway)
+                    .min(MAX_SESSION_CACHE);
                 (self.session_from_claims(verified.claims)?, valid_for)
             }
             Validator::Introspection(i) => {
