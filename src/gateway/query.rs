@@ -141,13 +141,16 @@ pub fn judge(query: Option<&str>) -> Result<QueryFacts, GatewayError> {
 /// Whether `name` is `word` up to ASCII case and `-`/`_` (which some
 /// frameworks fold or drop).
 fn same_word(word: &str, name: &str) -> bool {
-    let letters = |s: &str| {
-        s.bytes()
-            .filter(|b| *b != b'_' && *b != b'-')
-            .map(|b| b.to_ascii_lowercase())
-            .collect::<Vec<u8>>()
-    };
-    name != word && name.len() <= word.len() + 4 && letters(name) == letters(word)
+    // Runs for every parameter against every reserved name and flag, so
+    // the folded bytes are compared as they stream, without collecting.
+    name != word && name.len() <= word.len() + 4 && folded(name).eq(folded(word))
+}
+
+/// `s` without `_` and `-`, in ASCII lower case.
+fn folded(s: &str) -> impl Iterator<Item = u8> + '_ {
+    s.bytes()
+        .filter(|b| *b != b'_' && *b != b'-')
+        .map(|b| b.to_ascii_lowercase())
 }
 
 fn more_than_one(a: &str, b: &str, c: Option<&str>) -> GatewayError {

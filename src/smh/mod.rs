@@ -95,13 +95,10 @@ pub fn is_space_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A LibraryId: ASCII letters, digits, `-` and `_` (config validates the
-/// same grammar for configured libraries).
+/// A LibraryId: the same grammar as a SpaceId (config validates it for
+/// configured libraries).
 pub fn is_library_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_SPACE_ID_BYTES
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    is_space_id(s)
 }
 
 /// Longest user id the gateway passes to SMH's token API.

@@ -63,6 +63,8 @@ pub fn judge(
     flag: Option<&'static str>,
     body: BodyView<'_>,
 ) -> Result<Judged, GatewayError> {
+    // Parsed once; everything below reads this value.
+    let json = body.bytes.map(Json::parse).unwrap_or(Json::Empty);
     let name = match (method.as_str(), resource, flag) {
         ("PUT", "file" | "directory", Some(f)) => {
             let allowed = if resource == "file" {
@@ -83,15 +85,13 @@ pub fn judge(
             } else {
                 "create"
             };
-            put_body_kind(judged_body(body)?)?.unwrap_or(default)
+            judged_body(body)?;
+            put_body_kind(&json)?.unwrap_or(default)
         }
         ("POST", "batch", Some(f)) if BATCH_FLAGS.contains(&f) => {
             if f != "delete" {
-                let bytes = judged_body(body)?;
-                if !matches!(
-                    serde_json::from_slice(bytes),
-                    Ok(serde_json::Value::Array(_))
-                ) {
+                judged_body(body)?;
+                if !matches!(json, Json::Value(serde_json::Value::Array(_))) {
                     return Err(GatewayError::BadRequest(
                         "a batch body must be a JSON array of items".into(),
                     ));
@@ -123,47 +123,53 @@ pub fn judge(
     };
     Ok(Judged {
         name,
-        source_spaces: body
-            .bytes
-            .map(named_spaces)
-            .transpose()?
-            .unwrap_or_default(),
+        source_spaces: named_spaces(&json)?,
     })
+}
+
+/// A kept body, read as JSON once.
+enum Json {
+    /// No bytes, or only whitespace.
+    Empty,
+    Value(serde_json::Value),
+    /// Bytes that are not one JSON value.
+    Other,
+}
+
+impl Json {
+    fn parse(bytes: &[u8]) -> Self {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Self::Empty;
+        }
+        serde_json::from_slice(bytes).map_or(Self::Other, Self::Value)
+    }
 }
 
 /// A body the operation depends on: it must have been kept whole, and be
 /// plain JSON (or empty).
-fn judged_body<'a>(body: BodyView<'a>) -> Result<&'a [u8], GatewayError> {
+fn judged_body(body: BodyView<'_>) -> Result<(), GatewayError> {
     let bytes = body.bytes.ok_or(GatewayError::BodyTooLarge)?;
     if !body.plain_json && !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::BadRequest(
             "this call's body decides what SMH does, so it must be unencoded JSON (Content-Type: application/json)".into(),
         ));
     }
-    Ok(bytes)
-}
-
-fn json_object(
-    body: &[u8],
-) -> Result<Option<serde_json::Map<String, serde_json::Value>>, GatewayError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    match serde_json::from_slice(body) {
-        Ok(serde_json::Value::Object(o)) => Ok(Some(o)),
-        _ => Err(GatewayError::BadRequest(
-            "the body of this call must be a JSON object".into(),
-        )),
-    }
+    Ok(())
 }
 
 /// What a flag-less PUT body asks for; `None` for the plain call (upload,
 /// create). Member names are compared without ASCII case, and non-ASCII
 /// names are refused ([`named_spaces`]), so `From` or `linK` (Kelvin sign)
 /// cannot pass as "no operation" if SMH's parser folds case.
-pub fn put_body_kind(body: &[u8]) -> Result<Option<&'static str>, GatewayError> {
-    let Some(o) = json_object(body)? else {
-        return Ok(None);
+fn put_body_kind(json: &Json) -> Result<Option<&'static str>, GatewayError> {
+    let o = match json {
+        Json::Empty => return Ok(None),
+        Json::Value(serde_json::Value::Object(o)) => o,
+        _ => {
+            return Err(GatewayError::BadRequest(
+                "the body of this call must be a JSON object".into(),
+            ))
+        }
     };
     let mut kind = None;
     for key in o.keys() {
@@ -188,18 +194,13 @@ pub fn put_body_kind(body: &[u8]) -> Result<Option<&'static str>, GatewayError> 
 /// (Go's `encoding/json` folds U+212A to `k`, U+017F to `s`) could read a
 /// non-ASCII name as one of SMH's. Bodies that are not JSON name nothing;
 /// where the body decides the operation, [`judged_body`] refused them.
-fn named_spaces(body: &[u8]) -> Result<Vec<String>, GatewayError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if !matches!(first, Some(b'{' | b'[')) {
-        return Ok(Vec::new());
-    }
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Ok(Vec::new());
-    };
-    let objects: Vec<&serde_json::Map<String, serde_json::Value>> = match &value {
-        serde_json::Value::Object(o) => vec![o],
-        serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_object()).collect(),
-        _ => Vec::new(),
+fn named_spaces(json: &Json) -> Result<Vec<String>, GatewayError> {
+    let objects: Vec<&serde_json::Map<String, serde_json::Value>> = match json {
+        Json::Value(serde_json::Value::Object(o)) => vec![o],
+        Json::Value(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v.as_object()).collect()
+        }
+        _ => return Ok(Vec::new()),
     };
     let mut spaces: Vec<String> = Vec::new();
     for o in objects {
