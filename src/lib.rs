@@ -9,6 +9,8 @@ pub mod body;
 pub mod config;
 pub mod dev;
 pub mod emulator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod error;
 pub mod gateway;
 pub mod metrics;

@@ -210,9 +210,7 @@ async fn classify(
         .await
         .map_err(|_| GatewayError::UpstreamUnavailable)?
         .to_bytes();
-    let code = serde_json::from_slice::<ErrorBody>(&bytes)
-        .ok()
-        .map(|b| b.code);
+    let code = smh_error_code(&bytes);
     let kind = if parts.status == StatusCode::FORBIDDEN
         && code.as_deref() == Some(code::INVALID_ACCESS_TOKEN)
     {
@@ -221,4 +219,10 @@ async fn classify(
         SentKind::Passed
     };
     Ok((kind, Response::from_parts(parts, body::full(bytes)), code))
+}
+
+/// SMH's error code in an error answer, if the body is SMH's error shape.
+/// Fuzzed (`fuzz/`): these are upstream bytes.
+pub fn smh_error_code(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(bytes).ok().map(|b| b.code)
 }

@@ -281,11 +281,14 @@ impl TokenService {
             .observe_mint(target.metrics_idx, outcome, started.elapsed());
         let resp = result?;
         self.mints.fetch_add(1, Ordering::Relaxed);
+        // Never longer than `max_age`, whatever SMH answers: the lifetime
+        // feeds Instant arithmetic and the cache's expiry.
         let lifetime = Duration::from_secs(if resp.expires_in > 0 {
             resp.expires_in
         } else {
             key.period_secs
-        });
+        })
+        .min(self.max_age);
         let idle_ttl = if lifetime > self.margin * 2 {
             lifetime - self.margin
         } else {
@@ -338,14 +341,21 @@ async fn mint_call(target: &MintTarget, key: &TokenKey) -> Result<TokenResponse,
         .await
         .map_err(|e| MintError::Unavailable(format!("reading token response: {e}")))?
         .to_bytes();
+    read_mint_answer(status, &bytes)
+}
+
+/// What the token API's answer means: a token, an outage (5xx, 429,
+/// garbage in a 200), or a refusal of our configuration (other 4xx).
+/// Fuzzed (`fuzz/`): these are upstream bytes.
+pub fn read_mint_answer(status: StatusCode, bytes: &[u8]) -> Result<TokenResponse, MintError> {
     if status == StatusCode::OK {
-        return serde_json::from_slice::<TokenResponse>(&bytes).map_err(|e| {
+        return serde_json::from_slice::<TokenResponse>(bytes).map_err(|e| {
             MintError::Unavailable(format!(
                 "token response is not {{accessToken, expiresIn}}: {e}"
             ))
         });
     }
-    let code = serde_json::from_slice::<ErrorBody>(&bytes)
+    let code = serde_json::from_slice::<ErrorBody>(bytes)
         .map(|b| b.code)
         .unwrap_or_default();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {

@@ -1,5 +1,4 @@
-//! The keep-alive pool of one upstream host, and its hyper flavour for
-//! HTTP/1.1 requests with a body (bodiless ones take `direct.rs`).
+//! The keep-alive pool of one upstream host's hyper HTTP/1.1 connections.
 //!
 //! hyper-util's general-purpose client spawns a task per request to hand
 //! the connection back to its pool, keys the pool by scheme and authority
@@ -22,14 +21,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use super::connector::TlsConnector;
-use super::{UpstreamBody, UpstreamError};
+use super::UpstreamError;
 use crate::body::Body;
 
 /// The keep-alive connections to one host: how to dial a new one, and the
 /// idle ones, most recently returned last — reuse keeps few connections
 /// hot, and the ones idle longest sit at the front for eviction. `T` is
-/// the connection as a transport keeps it: hyper's `SendRequest` here, the
-/// TLS stream itself in `direct.rs`.
+/// the connection as a transport keeps it (hyper's `SendRequest`).
 pub struct Pool<T> {
     pub(super) connector: TlsConnector,
     /// `https://<authority>/`: what the connector dials.
@@ -100,7 +98,7 @@ impl Pool<SendRequest<Body>> {
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<HyperBody>, UpstreamError> {
         while let Some(mut sender) = self.checkout() {
             if sender.ready().await.is_err() {
                 continue;
@@ -156,7 +154,7 @@ impl Pool<SendRequest<Body>> {
         self: &Arc<Self>,
         sender: SendRequest<Body>,
         resp: Response<Incoming>,
-    ) -> Response<UpstreamBody> {
+    ) -> Response<HyperBody> {
         resp.map(|inner| {
             let mut body = HyperBody {
                 inner,
@@ -168,7 +166,7 @@ impl Pool<SendRequest<Body>> {
             if body.inner.is_end_stream() {
                 body.finished();
             }
-            UpstreamBody::Hyper(body)
+            body
         })
     }
 }
