@@ -78,6 +78,7 @@ fn token_cache_hit(c: &mut Criterion) {
                 &[ca],
                 Duration::from_secs(5),
                 Duration::from_secs(90),
+                Duration::from_secs(30),
                 true,
             )
         })
@@ -95,7 +96,12 @@ fn token_cache_hit(c: &mut Criterion) {
     );
     let tokens = TokenService::new(
         targets,
-        100_000,
+        smh_gateway::smh::token::CacheLimits {
+            capacity: 100_000,
+            max_bytes: 64 << 20,
+            max_keys_per_user: 32,
+            refused_retry: Duration::from_secs(10),
+        },
         Duration::from_secs(60),
         Duration::from_secs(43200),
         metrics,

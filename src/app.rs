@@ -34,12 +34,32 @@ pub struct Running {
     pub shutdown: Shutdown,
     cert: Arc<ReloadableCert>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    lame_duck: Duration,
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, and returns when done.
+    /// The orderly stop (SIGTERM): readiness turns false at once while the
+    /// listener keeps accepting for `lame_duck` (HTTP/1.1 answers then say
+    /// `Connection: close`), so load balancers stop sending first; then the
+    /// listener closes, in-flight requests finish (up to
+    /// `limits.drain_timeout_secs`), and this returns.
     pub async fn stop(self) {
+        let lame_duck = self.lame_duck;
+        self.stop_with(lame_duck).await
+    }
+
+    /// [`Running::stop`] with another lame-duck period (`dev` uses none).
+    pub async fn stop_with(self, lame_duck: Duration) {
         self.readiness.set_not_ready();
+        self.shutdown.lame_duck();
+        if !lame_duck.is_zero() {
+            tracing::info!(
+                seconds = lame_duck.as_secs_f64(),
+                "shutting down: readiness false, still accepting (lame duck)"
+            );
+            tokio::time::sleep(lame_duck).await;
+        }
+        tracing::info!("shutting down: listener closed, draining in-flight requests");
         self.shutdown.trigger();
         for t in self.tasks {
             let _ = t.await;
@@ -109,6 +129,7 @@ pub async fn build_gateway(
             &extra_ca,
             connect_timeout,
             pool_idle,
+            Duration::from_secs(cfg.upstream.read_timeout_secs),
             cfg.upstream.http2,
         )
         .with_context(|| format!("library {id}: upstream"))?;
@@ -138,7 +159,12 @@ pub async fn build_gateway(
     }
     let tokens = TokenService::new(
         targets,
-        cfg.tokens.cache_capacity,
+        crate::smh::token::CacheLimits {
+            capacity: cfg.tokens.cache_capacity,
+            max_bytes: cfg.tokens.cache_max_bytes,
+            max_keys_per_user: cfg.tokens.max_keys_per_user,
+            refused_retry: Duration::from_secs(cfg.tokens.refused_retry_secs),
+        },
         Duration::from_secs(cfg.tokens.safety_margin_secs),
         Duration::from_secs(cfg.tokens.max_age_secs),
         metrics.clone(),
@@ -154,9 +180,46 @@ pub async fn build_gateway(
         policy: Policy::from_config(&cfg.roles).map_err(anyhow::Error::msg)?,
         tokens,
         replay_body_limit: cfg.limits.replay_body_limit_bytes,
+        limits: crate::gateway::limits::RequestLimits {
+            max_uri_bytes: cfg.limits.max_uri_bytes,
+            max_headers: cfg.limits.max_request_headers,
+            max_header_bytes: cfg.limits.max_request_header_bytes,
+            max_body_bytes: cfg.limits.max_body_bytes,
+        },
         metrics,
         audit,
     })
+}
+
+/// The listener's limits from `[limits]`. The default connection cap is
+/// lowered to half the process's descriptors (each client connection may
+/// need one to SMH as well), so the cap, not `EMFILE`, refuses a flood; a
+/// configured cap above that is kept with a warning.
+fn listener_limits(cfg: &Config) -> server::Limits {
+    let l = &cfg.limits;
+    let descriptors = crate::fdlimit::raise_and_get();
+    let half = descriptors.map_or(usize::MAX, |n| {
+        usize::try_from(n / 2).unwrap_or(usize::MAX).max(1)
+    });
+    let max_connections = if l.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
+        l.max_connections.min(half)
+    } else {
+        if l.max_connections > half {
+            tracing::warn!(
+                configured = l.max_connections,
+                descriptors = descriptors.unwrap_or_default(),
+                "limits.max_connections is above half the descriptor limit; a flood may exhaust descriptors (the listener backs off and recovers)"
+            );
+        }
+        l.max_connections
+    };
+    server::Limits {
+        max_connections,
+        header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+        max_concurrent_streams: l.max_concurrent_streams,
+        drain_timeout: Duration::from_secs(l.drain_timeout_secs),
+    }
 }
 
 /// Counts open connections by protocol and failed handshakes.
@@ -179,6 +242,15 @@ impl ConnObserver for ConnMetrics {
     }
     fn handshake_failed(&self) {
         self.0.tls_handshake_failures.inc();
+    }
+    fn refused(&self) {
+        self.0.connections_refused.inc();
+    }
+    fn accept_failed(&self) {
+        self.0.accept_failures.inc();
+    }
+    fn timed_out(&self, why: &'static str) {
+        self.0.connection_timeouts.with_label_values(&[why]).inc();
     }
 }
 
@@ -235,6 +307,7 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         move |conn: &ConnInfo| service.for_connection(conn),
         Arc::new(ConnMetrics(metrics.clone())),
         shutdown.clone(),
+        listener_limits(cfg),
     )));
     metrics.config_last_reload_success.set(unix_now());
     readiness.set_ready();
@@ -248,5 +321,6 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         shutdown,
         cert,
         tasks,
+        lame_duck: Duration::from_secs(cfg.limits.lame_duck_secs),
     })
 }

@@ -38,6 +38,47 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10_000;
 /// Request bodies up to this size are kept for a replay after
 /// `InvalidAccessToken`; SMH API bodies are small JSON, file bytes go to COS.
 pub const DEFAULT_REPLAY_BODY_LIMIT: usize = 64 * 1024;
+/// SMH API bodies are small JSON (file bytes go to COS): a body larger
+/// than this is refused with 413 before it is read.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// SMH paths are a library, a space and a file path (names of at most 255
+/// bytes per segment); 8 KiB is nginx's default request-line limit.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Headers per request: hyper's own default; SDKs and browsers send ~20.
+pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+/// The request head's header bytes: room for a large JWT (a few KiB) and
+/// cookies, like nginx's 4 x 8 KiB header buffers.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Open client connections before new ones are closed at once; the
+/// process raises its descriptor limit at start and never plans more than
+/// half of it for clients (each may need one connection to SMH).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// A request head (HTTP/1.1) or header block (HTTP/2) must be complete
+/// this long after it starts, and a new connection must send its first
+/// request within it (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
+/// An HTTP/2 connection with no open stream is closed after this long;
+/// HTTP/1.1 keep-alive waits are bounded by the header-read timeout.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Concurrent streams per HTTP/2 connection: the RFC 9113 recommended
+/// minimum, what browsers expect.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// After SIGTERM `/readyz` answers 503 while the listener keeps accepting
+/// this long, so load balancers stop sending before connections are
+/// refused (a few health-check intervals).
+pub const DEFAULT_LAME_DUCK_SECS: u64 = 5;
+/// How long in-flight requests get to finish once the listener closes.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// Distinct token keys (library x device x grant) one user may hold in
+/// the cache; another is refused with 429 until one expires.
+pub const DEFAULT_MAX_TOKEN_KEYS_PER_USER: usize = 32;
+/// The token cache's memory bound: entries weigh their bytes.
+pub const DEFAULT_TOKEN_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// A mint SMH refused (wrong secret, bad library) is answered from memory
+/// this long instead of asking SMH again on every request.
+pub const DEFAULT_TOKEN_REFUSED_RETRY_SECS: u64 = 10;
+/// A response body from SMH that sends nothing for this long is cut off.
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT_SECS: u64 = 30;
 /// Connecting to SMH should take well under this on any sane network.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Idle upstream connections are kept this long for reuse.
@@ -185,9 +226,13 @@ impl LibraryConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct TokenConfig {
     #[serde(default = "default_token_capacity")]
     pub cache_capacity: u64,
+    pub cache_max_bytes: u64,
+    pub max_keys_per_user: usize,
+    pub refused_retry_secs: u64,
     #[serde(default = "default_token_margin")]
     pub safety_margin_secs: u64,
     #[serde(default = "default_token_max_age")]
@@ -198,6 +243,9 @@ impl Default for TokenConfig {
     fn default() -> Self {
         Self {
             cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+            cache_max_bytes: DEFAULT_TOKEN_CACHE_MAX_BYTES,
+            max_keys_per_user: DEFAULT_MAX_TOKEN_KEYS_PER_USER,
+            refused_retry_secs: DEFAULT_TOKEN_REFUSED_RETRY_SECS,
             safety_margin_secs: DEFAULT_TOKEN_SAFETY_MARGIN_SECS,
             max_age_secs: DEFAULT_TOKEN_MAX_AGE_SECS,
         }
@@ -437,14 +485,21 @@ fn default_audit_queue() -> usize {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
-    #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
-    #[serde(default = "default_replay_limit")]
     pub replay_body_limit_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_uri_bytes: usize,
+    pub max_request_headers: usize,
+    pub max_request_header_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_concurrent_streams: u32,
+    pub lame_duck_secs: u64,
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -453,6 +508,16 @@ impl Default for LimitsConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             replay_body_limit_bytes: DEFAULT_REPLAY_BODY_LIMIT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            lame_duck_secs: DEFAULT_LAME_DUCK_SECS,
+            drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
         }
     }
 }
@@ -474,6 +539,8 @@ pub struct UpstreamConfig {
     /// number of sockets to SMH matters more.
     #[serde(default)]
     pub http2: bool,
+    #[serde(default = "default_upstream_read_timeout")]
+    pub read_timeout_secs: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -482,6 +549,7 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS,
             pool_idle_secs: DEFAULT_UPSTREAM_POOL_IDLE_SECS,
             http2: false,
+            read_timeout_secs: DEFAULT_UPSTREAM_READ_TIMEOUT_SECS,
         }
     }
 }
@@ -596,14 +664,8 @@ fn default_leeway() -> u64 {
 fn default_spaces() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "-".to_string())]
 }
-fn default_request_timeout() -> u64 {
-    DEFAULT_REQUEST_TIMEOUT_SECS
-}
-fn default_max_concurrent() -> usize {
-    DEFAULT_MAX_CONCURRENT_REQUESTS
-}
-fn default_replay_limit() -> usize {
-    DEFAULT_REPLAY_BODY_LIMIT
+fn default_upstream_read_timeout() -> u64 {
+    DEFAULT_UPSTREAM_READ_TIMEOUT_SECS
 }
 fn default_connect_timeout() -> u64 {
     DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS
@@ -940,6 +1002,63 @@ impl Config {
             out.push((
                 None,
                 "limits.max_concurrent_requests must be at least 1".into(),
+            ));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_uri_bytes", l.max_uri_bytes as u64),
+            ("limits.max_request_headers", l.max_request_headers as u64),
+            (
+                "limits.max_request_header_bytes",
+                l.max_request_header_bytes as u64,
+            ),
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+            ),
+            ("limits.idle_timeout_secs", l.idle_timeout_secs),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+            ),
+            ("limits.request_timeout_secs", l.request_timeout_secs),
+            ("tokens.cache_max_bytes", self.tokens.cache_max_bytes),
+            (
+                "tokens.max_keys_per_user",
+                self.tokens.max_keys_per_user as u64,
+            ),
+            (
+                "upstream.read_timeout_secs",
+                self.upstream.read_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                out.push((None, format!("{name} must be at least 1")));
+            }
+        }
+        // The gateway's own answers (431, 414) need hyper to read the whole
+        // head first; its hard backstops sit at these multiples.
+        if l.max_uri_bytes > crate::server::MAX_URI_BACKSTOP {
+            out.push((
+                None,
+                format!(
+                    "limits.max_uri_bytes is at most {}",
+                    crate::server::MAX_URI_BACKSTOP
+                ),
+            ));
+        }
+        if l.max_request_headers > crate::server::MAX_HEADERS_BACKSTOP
+            || l.max_request_header_bytes > crate::server::MAX_HEADER_BYTES_BACKSTOP
+        {
+            out.push((
+                None,
+                format!(
+                    "limits.max_request_headers is at most {} and limits.max_request_header_bytes at most {}",
+                    crate::server::MAX_HEADERS_BACKSTOP,
+                    crate::server::MAX_HEADER_BYTES_BACKSTOP
+                ),
             ));
         }
         let mut role_names = BTreeSet::new();

@@ -50,8 +50,12 @@ pub enum GatewayError {
     OperationNotAllowed(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
-    #[error("request body too large")]
-    BodyTooLarge,
+    #[error("request body too large: {0}")]
+    BodyTooLarge(String),
+    #[error("request URI longer than the gateway accepts ({0} bytes; limits.max_uri_bytes)")]
+    UriTooLong(usize),
+    #[error("request headers exceed the gateway's limit: {0}")]
+    HeadersTooLarge(String),
     #[error("the SMH token API is unavailable; retry shortly")]
     TokenApiUnavailable,
     #[error("the SMH token API refused to mint a token ({0}); check the library configuration")]
@@ -60,6 +64,8 @@ pub enum GatewayError {
     UpstreamUnavailable,
     #[error("SMH did not answer in time")]
     UpstreamTimeout,
+    #[error("this user already holds {0} SMH tokens (devices x grants x libraries; tokens.max_keys_per_user); retry when one expires")]
+    TooManyTokenKeys(usize),
     #[error("the gateway is at its concurrency limit; retry shortly")]
     Overloaded,
     #[error("the request took too long")]
@@ -91,7 +97,12 @@ impl GatewayError {
             SpaceNotAllowed(_) => (StatusCode::FORBIDDEN, code::ACCESS_TOKEN_NOT_MATCH_SPACE),
             OperationNotAllowed(_) => (StatusCode::FORBIDDEN, code::NO_PERMISSION),
             BadRequest(_) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST),
-            BodyTooLarge => (
+            UriTooLong(_) => (StatusCode::URI_TOO_LONG, code::URI_TOO_LONG),
+            HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                code::HEADER_FIELDS_TOO_LARGE,
+            ),
+            BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code::REQUEST_ENTITY_TOO_LARGE,
             ),
@@ -103,6 +114,7 @@ impl GatewayError {
             UpstreamUnavailable => (StatusCode::BAD_GATEWAY, code::UPSTREAM_UNAVAILABLE),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, code::REQUEST_TIMEOUT),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::SERVER_OVERLOADED),
+            TooManyTokenKeys(_) => (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMIT_EXCEEDED),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, code::REQUEST_TIMEOUT),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +142,17 @@ impl GatewayError {
             request_id: request_id.to_string(),
         };
         let mut resp = json_response(status, &body);
+        // The gateway's own answers are JSON about this one request: never
+        // sniffed as anything else, never cached.
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
@@ -193,7 +216,15 @@ mod tests {
                 None,
             ),
             (BadRequest("x".into()), 400, "BadRequest", None),
-            (BodyTooLarge, 413, "RequestEntityTooLarge", None),
+            (BodyTooLarge("x".into()), 413, "RequestEntityTooLarge", None),
+            (UriTooLong(8), 414, "URITooLong", None),
+            (
+                HeadersTooLarge("x".into()),
+                431,
+                "HeaderFieldsTooLarge",
+                None,
+            ),
+            (TooManyTokenKeys(3), 429, "RateLimitExceeded", None),
             (TokenApiUnavailable, 503, "TokenServiceUnavailable", Some(2)),
             (TokenMintRejected("x".into()), 502, "TokenMintFailed", None),
             (UpstreamUnavailable, 502, "UpstreamUnavailable", Some(2)),

@@ -74,9 +74,8 @@ pub fn credential(data: &[u8]) {
     };
     let mut lines = text.split('\n');
     let target = lines.next().unwrap_or("/");
-    let mut req = http::Request::builder().uri(
-        http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/")),
-    );
+    let mut req = http::Request::builder()
+        .uri(http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/")));
     for line in lines {
         if let Some((n, v)) = line.split_once(':') {
             if let (Ok(n), Ok(v)) = (

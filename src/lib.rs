@@ -9,9 +9,10 @@ pub mod body;
 pub mod config;
 pub mod dev;
 pub mod emulator;
+pub mod error;
+pub mod fdlimit;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod policy;

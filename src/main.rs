@@ -209,7 +209,8 @@ async fn dev(opts: smh_gateway::dev::DevOptions) -> anyhow::Result<()> {
     let env = smh_gateway::dev::start(opts).await?;
     println!("{}", env.banner());
     wait_for_signal().await;
-    env.running.stop().await;
+    // Interactive: Ctrl-C stops at once, no lame duck.
+    env.running.stop_with(std::time::Duration::ZERO).await;
     env.emulator.shutdown();
     Ok(())
 }

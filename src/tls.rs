@@ -72,12 +72,33 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    Ok(finish_server_config(cfg, alpn))
+}
+
+/// What every listener's TLS config shares beyond rustls' defaults (TLS
+/// 1.2 and 1.3 only, forward-secret AEAD suites): ALPN, and the server's
+/// cipher-suite order rather than the client's, so a client cannot steer
+/// a TLS 1.2 handshake to its weakest common suite (testssl.sh rates a
+/// missing server order HIGH).
+fn finish_server_config(mut cfg: rustls::ServerConfig, alpn: &[&[u8]]) -> rustls::ServerConfig {
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(cfg)
+    cfg.ignore_client_order = true;
+    cfg
+}
+
+/// Throw-away certificates live 90 days, as a public CA's do (testssl.sh
+/// rates validity over 825 days HIGH); they are made fresh at each start.
+const THROW_AWAY_VALIDITY: time::Duration = time::Duration::days(90);
+
+fn validity(params: &mut rcgen::CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    // A day back: clocks of the machines that check it may lag.
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + THROW_AWAY_VALIDITY;
 }
 
 /// A client config trusting the compiled-in public roots plus `extra` CAs.
@@ -130,6 +151,7 @@ impl ThrowAwayPki {
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
         ];
+        validity(&mut ca_params);
         let ca_key = rcgen::KeyPair::generate()?;
         let ca = ca_params.self_signed(&ca_key)?;
 
@@ -144,6 +166,7 @@ impl ThrowAwayPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "smh-gateway throw-away leaf");
         leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut leaf_params);
         let leaf_key = rcgen::KeyPair::generate()?;
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
         Ok(Self {
@@ -223,12 +246,11 @@ impl ReloadableCert {
         self: &Arc<Self>,
         alpn: &[&[u8]],
     ) -> Result<rustls::ServerConfig, TlsError> {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        let cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(cfg)
+        Ok(finish_server_config(cfg, alpn))
     }
 }
 

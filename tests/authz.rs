@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -135,20 +134,9 @@ impl Suite {
     /// Sends `method target` with `headers` and `body` over a fresh TLS
     /// connection, exactly as written.
     async fn raw(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Raw {
-        let bundle = std::fs::read(self.h.env.dir.join("ca-bundle.pem")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for der in pem_certificates(&bundle) {
-            roots.add(der).unwrap();
-        }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.h.env.running.addr)
+        let mut tls = common::tls_connect(&self.h, self.h.env.running.addr, &[])
             .await
             .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
         let mut req =
             format!("{method} {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
         for (k, v) in headers {
@@ -211,13 +199,6 @@ impl Suite {
 }
 
 /// Certificates of a PEM bundle.
-fn pem_certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.unwrap())
-        .collect()
-}
-
 struct Raw {
     status: u16,
     headers: Vec<(String, String)>,

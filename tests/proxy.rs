@@ -540,10 +540,15 @@ async fn request_ids_are_kept_when_sane_and_made_otherwise() {
 
 #[tokio::test]
 async fn large_request_bodies_stream_through_without_replay() {
-    // 8 MiB (well over the 64 KiB replay bound): the emulator reads it all and
-    // answers 413, proving the gateway streamed it rather than refusing it.
-    // A flagged call: a flag-less PUT's body is read to judge its operation.
-    let h = Harness::start_with(EmulatorConfig::default(), "").await;
+    // 8 MiB (well over the 64 KiB replay bound, under a 16 MiB body cap):
+    // the emulator reads it all and answers 413, proving the gateway
+    // streamed it rather than refusing it. A flagged call: a flag-less
+    // PUT's body is read to judge its operation.
+    let h = Harness::start_with(
+        EmulatorConfig::default(),
+        "[limits]\nmax_body_bytes = 16777216\n",
+    )
+    .await;
     let lib = h.lib().to_string();
     let s = h.session("mallory", &["editor"]);
     let size = 8 * 1024 * 1024;

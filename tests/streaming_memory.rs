@@ -30,7 +30,9 @@ async fn hundred_mib_each_way_with_bounded_gateway_memory() {
             download_direct: true,
             ..EmulatorConfig::default()
         },
-        "",
+        // Above the 100 MiB this test streams: the default cap (1 MiB) is
+        // for SMH's JSON API, and streaming is what is measured here.
+        "[limits]\nmax_body_bytes = 209715200\n",
     )
     .await;
     let lib = h.lib().to_string();

@@ -1,10 +1,11 @@
 //! The upstream HTTP/1.1 keep-alive pool, against real TLS servers on
 //! ephemeral ports: connections are reused, a connection the server closed
 //! while idle never surfaces as an error, and a response abandoned halfway
-//! does not put its connection back; and the direct HTTP/1.1 exchange
-//! (requests without a body) reads every framing an upstream may use:
-//! chunked, to-the-close, bodiless answers, interim 1xx, and turns broken
-//! answers into errors.
+//! does not put its connection back; every framing an upstream may use is
+//! read (chunked, to-the-close, bodiless answers, interim 1xx), and broken
+//! answers are errors: framing outside RFC 9112, a written request whose
+//! connection died (never sent twice), unsolicited bytes on an idle
+//! connection, a stalled body (read timeout).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use smh_gateway::body;
-use smh_gateway::server::{serve_tls, ConnInfo, ConnObserver, Shutdown};
+use smh_gateway::server::{serve_tls, ConnInfo, ConnObserver, Limits, Shutdown};
 use smh_gateway::tls::{ThrowAwayPki, ALPN_H2_H1};
 use smh_gateway::upstream::Upstream;
 
@@ -40,7 +41,7 @@ async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
     let opened = Arc::new(Opened::default());
     let tls = Arc::new(pki.server_config(ALPN_H2_H1).unwrap());
     let svc = |_: &ConnInfo| {
-        tower::service_fn(|req: Request<Incoming>| async move {
+        tower::service_fn(|req: Request<Incoming>| {
             let body = if req.uri().path() == "/big" {
                 Bytes::from(vec![b'x'; BIG])
             } else if req.uri().path() == "/wire" {
@@ -56,7 +57,9 @@ async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
             } else {
                 Bytes::from_static(b"ok")
             };
-            Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+            std::future::ready(Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                body,
+            ))))
         })
     };
     tokio::spawn(serve_tls(
@@ -65,6 +68,7 @@ async fn keep_alive_server(pki: &ThrowAwayPki) -> (u16, Arc<Opened>) {
         svc,
         opened.clone(),
         Shutdown::default(),
+        Limits::default(),
     ));
     (port, opened)
 }
@@ -80,6 +84,7 @@ fn upstream_with(pki: &ThrowAwayPki, port: u16, http2: bool) -> Upstream {
         &[pki.ca_der()],
         Duration::from_secs(5),
         Duration::from_secs(90),
+        Duration::from_secs(30),
         http2,
     )
     .unwrap()
@@ -427,11 +432,11 @@ async fn broken_answers_are_errors() {
             "after {path}"
         );
     }
-    // One connection per failure and one for the first "/fine"; "/silent"
-    // met a pooled connection closed without a word, which looks stale, so
-    // the GET went once more on a fresh connection — and then failed
-    // instead of looping, since only pooled connections are retried.
-    assert_eq!(seen.connections(), 8);
+    // One connection per failure and one for the first "/fine": "/silent"
+    // met a pooled connection that closed after the request was written,
+    // which is that request's error — a request that reached the upstream
+    // is never sent again, whatever its method.
+    assert_eq!(seen.connections(), 7);
 }
 
 #[tokio::test]
@@ -465,4 +470,133 @@ async fn bodiless_requests_are_framed_for_their_method() {
     );
     assert!(heads[1].starts_with("GET /g HTTP/1.1\r\n"), "{}", heads[1]);
     assert!(!heads[1].contains("content-length"), "{}", heads[1]);
+}
+
+/// A request whose bytes reached SMH is never sent again: SMH may have
+/// acted on it. The pooled connection dies after the whole `DELETE` was
+/// written, and the caller gets the error instead of a second `DELETE`.
+#[tokio::test]
+async fn a_written_request_is_not_sent_again_when_its_connection_dies() {
+    let pki = ThrowAwayPki::generate(&[]).unwrap();
+    let (port, seen) = scripted_server(&pki, |head| {
+        if head.starts_with("DELETE") || head.starts_with("PUT") {
+            // Read, then gone without a word.
+            (Vec::new(), true)
+        } else {
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                false,
+            )
+        }
+    })
+    .await;
+    let up = upstream(&pki, port);
+    for method in [http::Method::DELETE, http::Method::PUT] {
+        // Warm a pooled connection, then send on it.
+        assert!(request(&up, http::Method::GET, "/warm").await.is_ok());
+        let answer = request(&up, method.clone(), "/api/v1/file/lib/-/a").await;
+        assert!(answer.is_err(), "{method}: {answer:?}");
+    }
+    let heads = seen.heads.lock().unwrap();
+    let sent = |m: &str| heads.iter().filter(|h| h.starts_with(m)).count();
+    assert_eq!((sent("DELETE"), sent("PUT")), (1, 1), "{heads:?}");
+}
+
+/// Framing the RFC forbids is an error, not a guess: a signed
+/// `Content-Length`, and a chunk-size line ended by a bare LF with junk.
+#[tokio::test]
+async fn framing_outside_rfc_9112_is_refused() {
+    let pki = ThrowAwayPki::generate(&[]).unwrap();
+    let (port, _) =
+        scripted_server(&pki, |head| {
+            let path = head.split(' ').nth(1).unwrap_or("");
+            match path {
+            "/plus" => (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello".to_vec(),
+                false,
+            ),
+            "/bare-lf" => (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5 junk\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+                false,
+            ),
+            _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false),
+        }
+        })
+        .await;
+    let up = upstream(&pki, port);
+    for path in ["/plus", "/bare-lf"] {
+        let answer = request(&up, http::Method::GET, path).await;
+        assert!(answer.is_err(), "{path}: {answer:?}");
+    }
+}
+
+/// Bytes an upstream sends on an idle connection (here a whole forged
+/// response right after the real one) close that connection: the next
+/// request goes on a fresh one and gets its own answer.
+#[tokio::test]
+async fn unsolicited_bytes_on_an_idle_connection_retire_it() {
+    let pki = ThrowAwayPki::generate(&[]).unwrap();
+    let (port, seen) = scripted_server(&pki, |head| {
+        if head.starts_with("GET /first") {
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
+                    .to_vec(),
+                false,
+            )
+        } else {
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal".to_vec(), false)
+        }
+    })
+    .await;
+    let up = upstream(&pki, port);
+    assert_eq!(
+        request(&up, http::Method::GET, "/first").await,
+        Ok((200, Bytes::from_static(b"ok")))
+    );
+    assert_eq!(
+        request(&up, http::Method::GET, "/second").await,
+        Ok((200, Bytes::from_static(b"real")))
+    );
+    assert_eq!(seen.connections(), 2);
+}
+
+/// A response body that stops arriving ends with an error after
+/// `upstream.read_timeout_secs` instead of holding the client forever.
+#[tokio::test]
+async fn a_stalled_response_body_times_out() {
+    let pki = ThrowAwayPki::generate(&[]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[]).unwrap()));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        // Never the other half; hold the connection open.
+        std::future::pending::<()>().await;
+    });
+    smh_gateway::tls::install_crypto_provider();
+    let up = Upstream::new(
+        &format!("https://localhost:{port}"),
+        &[pki.ca_der()],
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+        false,
+    )
+    .unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        request(&up, http::Method::GET, "/slow"),
+    )
+    .await
+    .expect("the body gives up");
+    let err = answer.unwrap_err();
+    assert!(err.contains("upstream.read_timeout_secs"), "{err}");
 }

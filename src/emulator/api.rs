@@ -145,6 +145,7 @@ fn invalid_token(message: &str) -> ApiError {
 // ---------------------------------------------------------------- tokens
 
 fn token_api(state: &State, method: &Method, tail: &str, query: &Query) -> ApiResult {
+    state.hooks.count_token_api_call();
     if state.hooks.token_api_is_down() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -180,7 +181,10 @@ fn check_secret(state: &State, lib: &str, secret: &str) -> Result<(), ApiError> 
             code::EMPTY_LIBRARY_SECRET,
             "library_secret is required",
         )),
-        _ if lib != state.config.library_id || secret != state.config.library_secret => {
+        _ if lib != state.config.library_id
+            || secret != state.config.library_secret
+            || state.hooks.secret_rotated() =>
+        {
             Err(ApiError::not_found(
                 code::WRONG_LIBRARY_ID_OR_SECRET,
                 "wrong library id or secret",

@@ -66,6 +66,8 @@ pub struct Hooks {
     latency: Mutex<Duration>,
     token_api_latency: Mutex<Duration>,
     token_api_down: AtomicBool,
+    secret_rotated: AtomicBool,
+    token_api_calls: AtomicU64,
     operations: Mutex<Vec<OperationRecord>>,
     requests: Mutex<Vec<SeenRequest>>,
 }
@@ -87,6 +89,8 @@ impl Hooks {
             latency: Mutex::new(Duration::ZERO),
             token_api_latency: Mutex::new(Duration::ZERO),
             token_api_down: AtomicBool::new(false),
+            secret_rotated: AtomicBool::new(false),
+            token_api_calls: AtomicU64::new(0),
             operations: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
         }
@@ -178,6 +182,18 @@ impl Hooks {
     }
 
     /// While down, token endpoints answer 503 `ServerOverloaded`.
+    /// The LibrarySecret was changed at SMH (console rotation): the secret
+    /// the gateway holds is now wrong and every mint is refused as SMH
+    /// refuses a wrong secret.
+    pub fn rotate_library_secret(&self) {
+        self.secret_rotated.store(true, Ordering::Relaxed);
+    }
+
+    /// Calls to the token API (mints, renewals, deletes), answered or not.
+    pub fn token_api_calls(&self) -> u64 {
+        self.token_api_calls.load(Ordering::Relaxed)
+    }
+
     pub fn set_token_api_down(&self, down: bool) {
         self.token_api_down.store(down, Ordering::Relaxed);
     }
@@ -277,6 +293,14 @@ impl Hooks {
 
     pub(crate) fn token_api_latency(&self) -> Duration {
         *lock(&self.token_api_latency)
+    }
+
+    pub(crate) fn secret_rotated(&self) -> bool {
+        self.secret_rotated.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_token_api_call(&self) {
+        self.token_api_calls.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn token_api_is_down(&self) -> bool {

@@ -278,7 +278,7 @@ impl Emulator {
             let state = svc_state.clone();
             tower::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
+                Box::pin(async move { Ok::<_, Infallible>(handle(state, req).await) })
             })
         };
         tokio::spawn(serve_tls(
@@ -287,6 +287,7 @@ impl Emulator {
             make_service,
             Arc::new(NoObserver),
             shutdown.clone(),
+            crate::server::Limits::default(),
         ));
         Ok(Emulator {
             addr,

@@ -2,7 +2,8 @@
 //! streamed when it is not; the upstream call; and spotting SMH's
 //! `InvalidAccessToken` answer without buffering any other response.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -25,30 +26,41 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// The client's request body: whole (replayable) or a one-shot stream.
 pub enum RequestBody {
     Buffered(Bytes),
-    Streaming(Option<Body>),
+    Streaming {
+        body: Option<Body>,
+        /// Set when the stream passed `limits.max_body_bytes` and was cut.
+        over_cap: Arc<AtomicBool>,
+    },
 }
 
+/// The error a streamed body ends with when it passes the cap.
+#[derive(Debug, thiserror::Error)]
+#[error("request body passed limits.max_body_bytes ({0} bytes)")]
+struct OverCap(u64);
+
 impl RequestBody {
-    /// Reads up to `limit` bytes. A body that ends within the limit is kept
-    /// for replay; a longer one continues as a stream (prefix + rest).
-    /// `log` counts the body bytes as they pass.
+    /// Reads up to `keep` bytes. A body that ends within them is kept for
+    /// replay; a longer one continues as a stream (prefix + rest), cut off
+    /// with an error once it passes `cap` bytes in all. `log` counts the
+    /// body bytes as they pass.
     pub async fn read(
         mut incoming: Incoming,
         headers: &HeaderMap,
-        limit: usize,
+        keep: usize,
+        cap: u64,
         log: LogSlot,
     ) -> Result<Self, GatewayError> {
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            let counted = futures_util::StreamExt::map(BodyStream::new(incoming), move |r| {
-                count(&log, r.map_err(BoxError::from))
-            });
-            return Ok(Self::Streaming(Some(
-                StreamBody::new(counted).boxed_unsync(),
-            )));
+        if declared.is_some_and(|n| n > keep as u64) {
+            return Ok(Self::stream(
+                futures_util::stream::empty(),
+                incoming,
+                cap,
+                log,
+            ));
         }
         let mut buf = BytesMut::new();
         loop {
@@ -66,21 +78,46 @@ impl RequestBody {
                     if let Ok(data) = frame.into_data() {
                         buf.extend_from_slice(&data);
                     }
-                    if buf.len() > limit {
+                    if buf.len() as u64 > cap {
+                        return Err(GatewayError::BodyTooLarge(format!(
+                            "more than {cap} bytes (limits.max_body_bytes)"
+                        )));
+                    }
+                    if buf.len() > keep {
+                        log.request_bytes.store(buf.len() as u64, Ordering::Relaxed);
                         let prefix = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(
                             buf.freeze(),
                         ))]);
-                        let rest = futures_util::StreamExt::map(BodyStream::new(incoming), |r| {
-                            r.map_err(BoxError::from)
-                        });
-                        let chained = futures_util::StreamExt::chain(prefix, rest);
-                        return Ok(Self::Streaming(Some(
-                            StreamBody::new(chained).boxed_unsync(),
-                        )));
+                        return Ok(Self::stream(prefix, incoming, cap, log));
                     }
                 }
             }
         }
+    }
+
+    /// `prefix` (already counted) then the rest of `incoming`, counted and
+    /// cut off past `cap`.
+    fn stream(
+        prefix: impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+        incoming: Incoming,
+        cap: u64,
+        log: LogSlot,
+    ) -> Self {
+        let over_cap = Arc::new(AtomicBool::new(false));
+        let flag = over_cap.clone();
+        let rest = futures_util::StreamExt::map(BodyStream::new(incoming), move |r| {
+            count(&log, r.map_err(BoxError::from), cap, &flag)
+        });
+        let chained = futures_util::StreamExt::chain(prefix, rest);
+        Self::Streaming {
+            body: Some(StreamBody::new(chained).boxed_unsync()),
+            over_cap,
+        }
+    }
+
+    /// Whether a streamed body was cut off at the cap.
+    pub fn over_cap(&self) -> bool {
+        matches!(self, Self::Streaming { over_cap, .. } if over_cap.load(Ordering::Acquire))
     }
 
     pub fn is_replayable(&self) -> bool {
@@ -91,7 +128,7 @@ impl RequestBody {
     pub fn buffered(&self) -> Option<&[u8]> {
         match self {
             Self::Buffered(b) => Some(b),
-            Self::Streaming(_) => None,
+            Self::Streaming { .. } => None,
         }
     }
 
@@ -105,7 +142,7 @@ impl RequestBody {
                     body::full(b.clone())
                 }
             }
-            Self::Streaming(s) => s.take().unwrap_or_else(body::empty),
+            Self::Streaming { body, .. } => body.take().unwrap_or_else(body::empty),
         }
     }
 }
@@ -119,11 +156,22 @@ pub struct Outgoing<'a> {
     pub request_id: &'a str,
 }
 
-fn count(log: &LogShared, frame: Result<Frame<Bytes>, BoxError>) -> Result<Frame<Bytes>, BoxError> {
+fn count(
+    log: &LogShared,
+    frame: Result<Frame<Bytes>, BoxError>,
+    cap: u64,
+    over_cap: &AtomicBool,
+) -> Result<Frame<Bytes>, BoxError> {
     if let Ok(f) = &frame {
         if let Some(d) = f.data_ref() {
-            log.request_bytes
-                .fetch_add(d.len() as u64, Ordering::Relaxed);
+            let total = log
+                .request_bytes
+                .fetch_add(d.len() as u64, Ordering::Relaxed)
+                .saturating_add(d.len() as u64);
+            if total > cap {
+                over_cap.store(true, Ordering::Release);
+                return Err(Box::new(OverCap(cap)));
+            }
         }
     }
     frame
@@ -167,6 +215,13 @@ pub async fn send(
     }
     let started = std::time::Instant::now();
     let resp = upstream.send(req).await.map_err(|e| {
+        // The client's body passed the cap mid-stream: that is the
+        // client's 413, not an outage.
+        if body.over_cap() {
+            return GatewayError::BodyTooLarge(
+                "the streamed body passed limits.max_body_bytes".into(),
+            );
+        }
         match &e {
             UpstreamError::Connect(m) => tracing::warn!(error = %m, "upstream connect failed"),
             UpstreamError::Request(m) => tracing::warn!(error = %m, "upstream request failed"),
@@ -224,5 +279,7 @@ async fn classify(
 /// SMH's error code in an error answer, if the body is SMH's error shape.
 /// Fuzzed (`fuzz/`): these are upstream bytes.
 pub fn smh_error_code(bytes: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorBody>(bytes).ok().map(|b| b.code)
+    serde_json::from_slice::<ErrorBody>(bytes)
+        .ok()
+        .map(|b| b.code)
 }

@@ -23,6 +23,7 @@
 
 pub mod cors;
 pub mod forward;
+pub mod limits;
 pub mod query;
 pub mod record;
 pub mod request_id;
@@ -74,6 +75,7 @@ pub struct Gateway {
     pub policy: Policy,
     pub tokens: TokenService,
     pub replay_body_limit: usize,
+    pub limits: limits::RequestLimits,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
 }
@@ -129,7 +131,9 @@ impl Gateway {
         let mut body = RequestBody::read(
             incoming,
             &parts.headers,
-            self.replay_body_limit,
+            self.replay_body_limit
+                .min(self.limits.max_body_bytes as usize),
+            self.limits.max_body_bytes,
             log.clone(),
         )
         .await?;
@@ -236,6 +240,7 @@ impl Gateway {
             timeout,
             cors,
             client_addr: None,
+            h1: false,
             memo: Arc::default(),
         }
     }
@@ -259,10 +264,9 @@ fn mint_error(e: MintError) -> GatewayError {
             tracing::warn!(error = %m, "token API unavailable");
             GatewayError::TokenApiUnavailable
         }
-        MintError::Rejected(m) => {
-            tracing::error!(error = %m, "token API refused to mint; check the library id and secret");
-            GatewayError::TokenMintRejected(m)
-        }
+        // Logged at error level once, when the token service remembers it.
+        MintError::Rejected(m) => GatewayError::TokenMintRejected(m),
+        MintError::TooManyKeys(n) => GatewayError::TooManyTokenKeys(n),
     }
 }
 
@@ -333,6 +337,8 @@ pub struct EdgeService {
     /// The connection's peer: the service is cloned per connection, so the
     /// address travels with it rather than in every request's extensions.
     client_addr: Option<std::net::SocketAddr>,
+    /// HTTP/1.1 connection: a refused body closes it after the answer.
+    h1: bool,
     memo: Arc<ConnMemo>,
 }
 
@@ -341,6 +347,7 @@ impl EdgeService {
     pub fn for_connection(&self, conn: &ConnInfo) -> Self {
         Self {
             client_addr: Some(conn.remote),
+            h1: !conn.h2,
             memo: Arc::default(),
             ..self.clone()
         }
@@ -364,6 +371,7 @@ impl Service<Request<Incoming>> for EdgeService {
         let rid = RequestId::for_request(&req);
         let slot = LogSlot::default();
         let client_addr = self.client_addr;
+        let h1 = self.h1;
         let method = req.method().clone();
         let span = tracing::debug_span!("request", id = %rid, method = %method);
         let cors = self.cors.clone();
@@ -372,28 +380,53 @@ impl Service<Request<Incoming>> for EdgeService {
         let origin = cors
             .as_ref()
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
+        let head = gw.limits.check_head(&req);
         let permit = self.limit.clone().try_acquire_owned();
         let timeout = self.timeout;
         let memo = self.memo.clone();
         Box::pin(
             async move {
-                let outcome = match (preflight, permit) {
-                    (Some(resp), _) => {
+                let outcome = match (head, preflight, permit) {
+                    (Err(e), _, _) => Err(e),
+                    (Ok(()), Some(resp), _) => {
                         lock(&slot).operation = Some("cors.preflight");
                         Ok(resp)
                     }
-                    (None, Err(_)) => Err(GatewayError::Overloaded),
-                    (None, Ok(_permit)) => tokio::time::timeout(
-                        timeout,
-                        gw.handle(req, rid.as_str(), &slot, &memo, started),
-                    )
-                    .await
-                    .unwrap_or(Err(GatewayError::Timeout)),
+                    (Ok(()), None, Err(_)) => Err(GatewayError::Overloaded),
+                    (Ok(()), None, Ok(_permit)) => {
+                        // A panic in one request is that request's 500, not
+                        // the connection's end (or, with HTTP/2, every
+                        // stream's on it).
+                        let handled = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                            timeout,
+                            gw.handle(req, rid.as_str(), &slot, &memo, started),
+                        ));
+                        match futures_util::FutureExt::catch_unwind(handled).await {
+                            Ok(within) => within.unwrap_or(Err(GatewayError::Timeout)),
+                            Err(_) => {
+                                gw.metrics.panics.inc();
+                                tracing::error!("request handling panicked; answered 500");
+                                Err(GatewayError::Internal)
+                            }
+                        }
+                    }
                 };
                 let mut resp = outcome.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "request refused");
                     lock(&slot).code = Some(Cow::Borrowed(e.status_and_code().1));
-                    e.to_response(rid.as_str())
+                    let mut resp = e.to_response(rid.as_str());
+                    if matches!(e, GatewayError::BodyTooLarge(_)) {
+                        gw.metrics.body_too_large.inc();
+                        // The rest of the body is never read: the connection
+                        // cannot carry another request.
+                        if h1 {
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                http::HeaderValue::from_static("close"),
+                            );
+                        }
+                    }
+                    resp
                 });
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut resp);

@@ -1,6 +1,7 @@
-//! Listeners: TCP accept, rustls handshake, hyper's HTTP/1.1 or HTTP/2
-//! connection as ALPN agreed, per-connection limits and graceful drain.
-//! Shared by the client listener and the emulator.
+//! Listeners: TCP accept under a connection cap, rustls handshake, hyper's
+//! HTTP/1.1 or HTTP/2 connection as ALPN agreed, per-connection limits and
+//! timeouts, and the two-step drain (lame duck, then stop). Shared by the
+//! client listener and the emulator.
 //!
 //! The protocol comes from ALPN alone: `h2` is HTTP/2, anything else
 //! (`http/1.1`, or no ALPN at all, as with wrk) is HTTP/1.1. RFC 9113 3.3
@@ -10,31 +11,68 @@
 //! around every read).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
 
+mod h2watch;
+pub use h2watch::FrameWatch;
+use h2watch::{BlockState, Watched};
+
 /// A client that has not finished its TLS handshake in this long is dropped,
 /// so idle half-open sockets cannot pin file descriptors.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/1 request headers must arrive within this long (slowloris guard).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// Request header block limit (h2). Above hyper's 16 KiB default so an
-/// oversized credential reaches the session layer and gets a clear 401 in
-/// SMH's shape instead of a bare protocol error; far below anything abusive.
-pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
-/// How long graceful shutdown waits for in-flight requests before giving up.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's own limits sit behind the gateway's (which answer 431 and 414
+/// in SMH's shape): hyper must read a head whole before the gateway can
+/// answer it. Past these, hyper answers a bare 431 or 414 itself. 8,192
+/// header slots cost hyper two ~256 KiB allocations per request head
+/// (measured: ~0.1 us), no syscalls.
+pub const MAX_HEADERS_BACKSTOP: usize = 8192;
+pub const MAX_HEADER_BYTES_BACKSTOP: usize = 256 * 1024;
+/// hyper refuses request targets of 64 KiB and more by itself.
+pub const MAX_URI_BACKSTOP: usize = 60 * 1024;
+/// An accept that fails for lack of descriptors or memory is retried after
+/// this, doubling up to [`ACCEPT_BACKOFF_MAX`]: no busy loop while the
+/// process is out of descriptors, and back within a second once it is not.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Connection limits and timeouts of one listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use crate::config as c;
+        Self {
+            max_connections: c::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(c::DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(c::DEFAULT_IDLE_TIMEOUT_SECS),
+            max_concurrent_streams: c::DEFAULT_MAX_CONCURRENT_STREAMS,
+            drain_timeout: Duration::from_secs(c::DEFAULT_DRAIN_TIMEOUT_SECS),
+        }
+    }
+}
 
 /// What a service learns about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -44,16 +82,27 @@ pub struct ConnInfo {
     pub h2: bool,
 }
 
-/// Broadcast shutdown signal: `trigger` once, every listener drains.
+/// Where shutdown stands; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Readiness is false and the listener still accepts; HTTP/1.1
+    /// responses carry `Connection: close` so keep-alive clients move on.
+    LameDuck,
+    /// The listener is closed and connections drain.
+    Stopping,
+}
+
+/// Broadcast shutdown signal: every listener follows its phase.
 #[derive(Clone)]
 pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
+    tx: Arc<watch::Sender<Phase>>,
+    rx: watch::Receiver<Phase>,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(Phase::Running);
         Self {
             tx: Arc::new(tx),
             rx,
@@ -62,17 +111,38 @@ impl Default for Shutdown {
 }
 
 impl Shutdown {
-    pub fn trigger(&self) {
-        let _ = self.tx.send(true);
+    fn advance(&self, to: Phase) {
+        self.tx.send_if_modified(|p| {
+            let moved = *p < to;
+            if moved {
+                *p = to;
+            }
+            moved
+        });
     }
 
+    /// Starts the lame-duck period.
+    pub fn lame_duck(&self) {
+        self.advance(Phase::LameDuck);
+    }
+
+    /// Stops accepting; connections drain.
+    pub fn trigger(&self) {
+        self.advance(Phase::Stopping);
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.rx.borrow()
+    }
+
+    /// Returns once the listener is to stop.
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|down| *down).await;
+        let _ = rx.wait_for(|p| *p == Phase::Stopping).await;
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.phase() == Phase::Stopping
     }
 }
 
@@ -81,14 +151,21 @@ pub trait ConnObserver: Send + Sync + 'static {
     fn opened(&self, _info: &ConnInfo) {}
     fn closed(&self, _info: &ConnInfo) {}
     fn handshake_failed(&self) {}
+    /// A connection closed at once because the listener was at its cap.
+    fn refused(&self) {}
+    /// `accept` failed for lack of descriptors or memory.
+    fn accept_failed(&self) {}
+    /// A connection closed by a limit: `"idle"`, `"first_request"` or
+    /// `"header_block"`.
+    fn timed_out(&self, _why: &'static str) {}
 }
 
 /// An observer that ignores everything (emulator, admin port).
 pub struct NoObserver;
 impl ConnObserver for NoObserver {}
 
-/// Serves HTTPS on `listener` until `shutdown`, then drains in-flight
-/// connections for up to [`DRAIN_TIMEOUT`]. `make_service` builds the
+/// Serves HTTPS on `listener` until `shutdown` stops it, then drains
+/// connections for up to `limits.drain_timeout`. `make_service` builds the
 /// service for each connection once its handshake is done, so it can carry
 /// the connection's facts itself. Generic over the response body so the
 /// caller's own body type is not boxed a second time per request.
@@ -98,81 +175,407 @@ pub async fn serve_tls<F, S, B>(
     make_service: F,
     observer: Arc<dyn ConnObserver>,
     shutdown: Shutdown,
+    limits: Limits,
 ) where
     F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    S::Future: Send + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let make_service = Arc::new(make_service);
-    let acceptor = TlsAcceptor::from(tls);
-    let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_LIST_BYTES);
-    let builders = Arc::new((h1, h2));
-    let graceful = GracefulShutdown::new();
-    let local = listener.local_addr().ok();
-
+    let max = limits.max_connections.clamp(1, u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(max));
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        builders: builders(&limits),
+        make_service,
+        observer,
+        shutdown: shutdown.clone(),
+        limits,
+        local: listener.local_addr().ok(),
+    });
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            biased;
             _ = shutdown.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(pair) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                pair
+            }
+            Err(e) if out_of_resources(&e) => {
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(error = %e, "accept failed: out of descriptors or memory; backing off");
+                }
+                shared.observer.accept_failed();
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+            // A connection reset before it was accepted, and the like.
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        // Over the cap the connection is closed at once rather than left in
+        // the backlog: the client (or its load balancer) learns now.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shared.observer.refused();
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builders = builders.clone();
-        let observer = observer.clone();
-        let local = local.unwrap_or(remote);
-        let watcher = graceful.watcher();
-        let make_service = make_service.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
-                Ok(Ok(tls)) => tls,
-                _ => {
-                    observer.handshake_failed();
-                    return;
-                }
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = ConnInfo { remote, local, h2 };
-            observer.opened(&info);
-            let svc = hyper_util::service::TowerToHyperService::new(make_service(&info));
-            let io = TokioIo::new(tls);
-            let (h1_builder, h2_builder) = &*builders;
-            let ended = if h2 {
-                watcher.watch(h2_builder.serve_connection(io, svc)).await
-            } else {
-                watcher.watch(h1_builder.serve_connection(io, svc)).await
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, %remote, "connection ended with error");
-            }
-            observer.closed(&info);
+            shared.connection(tcp, remote).await;
+            drop(slot);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("drain timeout reached; closing remaining connections");
+    // Every slot back means every connection has ended.
+    let drained = slots.acquire_many(max as u32);
+    if tokio::time::timeout(shared.limits.drain_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+fn out_of_resources(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+fn builders(
+    limits: &Limits,
+) -> (
+    hyper::server::conn::http1::Builder,
+    hyper::server::conn::http2::Builder<TokioExecutor>,
+) {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // hyper times the wait for a request head from its start, so this also
+    // bounds how long a keep-alive connection may sit idle.
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(MAX_HEADERS_BACKSTOP)
+        .max_header_size(MAX_HEADER_BYTES_BACKSTOP)
+        .max_buf_size(MAX_HEADER_BYTES_BACKSTOP + 8192)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // h2 counts 32 bytes per field on top of name and value (RFC 9113 6.5.2).
+    let list = MAX_HEADER_BYTES_BACKSTOP + 32 * MAX_HEADERS_BACKSTOP;
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(list as u32);
+    (h1, h2)
+}
+
+/// What every connection task of one listener shares.
+struct Shared<F> {
+    acceptor: TlsAcceptor,
+    builders: (
+        hyper::server::conn::http1::Builder,
+        hyper::server::conn::http2::Builder<TokioExecutor>,
+    ),
+    make_service: F,
+    observer: Arc<dyn ConnObserver>,
+    shutdown: Shutdown,
+    limits: Limits,
+    local: Option<SocketAddr>,
+}
+
+impl<F> Shared<F> {
+    async fn connection<S, B>(&self, tcp: tokio::net::TcpStream, remote: SocketAddr)
+    where
+        F: Fn(&ConnInfo) -> S,
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + Unpin + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await
+        {
+            Ok(Ok(tls)) => tls,
+            _ => {
+                self.observer.handshake_failed();
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let info = ConnInfo {
+            remote,
+            local: self.local.unwrap_or(remote),
+            h2,
+        };
+        self.observer.opened(&info);
+        let epoch = Instant::now();
+        let streams = Arc::new(Streams::new(epoch, self.shutdown.clone(), h2));
+        let svc = hyper_util::service::TowerToHyperService::new(Tracked {
+            inner: (self.make_service)(&info),
+            streams: streams.clone(),
+        });
+        let (h1_builder, h2_builder) = &self.builders;
+        let ended = if h2 {
+            let block = Arc::new(BlockState::new(epoch));
+            let io = TokioIo::new(Watched::new(tls, block.clone()));
+            let conn = h2_builder.serve_connection(io, svc);
+            self.drive(conn, Some(&block), &streams).await
+        } else {
+            let conn = h1_builder.serve_connection(TokioIo::new(tls), svc);
+            self.drive(conn, None, &streams).await
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, %remote, "connection ended with error");
         }
+        self.observer.closed(&info);
+    }
+
+    /// Runs one connection to its end, shutting it down gracefully when
+    /// the listener stops or (HTTP/2) it has been idle too long, and
+    /// dropping it when a header block or a graceful close stalls.
+    async fn drive<C>(
+        &self,
+        conn: C,
+        block: Option<&BlockState>,
+        streams: &Streams,
+    ) -> Result<(), C::Error>
+    where
+        C: GracefulConnection,
+    {
+        let limits = &self.limits;
+        let mut conn = std::pin::pin!(conn);
+        // Set once a graceful close began: when it must be over by.
+        let mut closing_by: Option<Instant> = None;
+        loop {
+            // HTTP/1.1 (no block watch): hyper's header-read timeout covers
+            // idle waits.
+            let deadline = block.map(|b| next_deadline(b, streams, limits, closing_by));
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let opened = async {
+                match block {
+                    Some(b) => b.opened.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = conn.as_mut() => return ended,
+                _ = self.shutdown.wait(), if closing_by.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    closing_by = Some(Instant::now() + limits.drain_timeout);
+                }
+                _ = opened => {}
+                _ = timer => {
+                    let Some(b) = block else { continue };
+                    let now = Instant::now();
+                    if closing_by.is_some_and(|by| now >= by) {
+                        return Ok(());
+                    }
+                    if b.open_since().is_some_and(|t| now >= t + limits.header_read_timeout) {
+                        self.observer.timed_out("header_block");
+                        return Ok(());
+                    }
+                    if closing_by.is_none() {
+                        if let Some((at, why)) = streams.idle_deadline(limits) {
+                            if now >= at {
+                                self.observer.timed_out(why);
+                                conn.as_mut().graceful_shutdown();
+                                closing_by = Some(now + limits.header_read_timeout);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The earliest moment an HTTP/2 connection's limits need checking.
+fn next_deadline(
+    block: &BlockState,
+    streams: &Streams,
+    limits: &Limits,
+    closing_by: Option<Instant>,
+) -> Instant {
+    let mut at = Instant::now() + limits.idle_timeout;
+    if let Some(t) = block.open_since() {
+        at = at.min(t + limits.header_read_timeout);
+    }
+    match closing_by {
+        Some(by) => at = at.min(by),
+        None => {
+            if let Some((idle_at, _)) = streams.idle_deadline(limits) {
+                at = at.min(idle_at);
+            }
+        }
+    }
+    at
+}
+
+/// The streams of one connection: how many are open, and when the last
+/// one ended (milliseconds after `epoch`, plus one; 0 before the first).
+struct Streams {
+    epoch: Instant,
+    active: AtomicUsize,
+    last_end: AtomicU64,
+    shutdown: Shutdown,
+    h2: bool,
+}
+
+impl Streams {
+    fn new(epoch: Instant, shutdown: Shutdown, h2: bool) -> Self {
+        Self {
+            epoch,
+            active: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            shutdown,
+            h2,
+        }
+    }
+
+    fn end(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_end.store(ms.saturating_add(1), Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// When the connection counts as idle too long, if no stream is open:
+    /// a connection that never sent a request gets the header-read
+    /// timeout, one that did gets the idle timeout.
+    fn idle_deadline(&self, limits: &Limits) -> Option<(Instant, &'static str)> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(match self.last_end.load(Ordering::Acquire) {
+            0 => (self.epoch + limits.header_read_timeout, "first_request"),
+            ms => (
+                self.epoch + Duration::from_millis(ms - 1) + limits.idle_timeout,
+                "idle",
+            ),
+        })
+    }
+}
+
+/// Counts a stream open from the call until its response body is done
+/// (or dropped: client gone, panic).
+struct StreamGuard(Arc<Streams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The connection's service, counting its streams and, in the lame-duck
+/// phase, closing HTTP/1.1 connections after their current response.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    streams: Arc<Streams>,
+}
+
+impl<S, B> tower::Service<Request<Incoming>> for Tracked<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.streams.active.fetch_add(1, Ordering::AcqRel);
+        TrackedFuture {
+            inner: self.inner.call(req),
+            guard: Some(StreamGuard(self.streams.clone())),
+        }
+    }
+}
+
+struct TrackedFuture<F> {
+    inner: F,
+    guard: Option<StreamGuard>,
+}
+
+impl<F, B> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>> + Unpin,
+{
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Poll::Ready(Ok(mut resp)) = Pin::new(&mut this.inner).poll(cx) else {
+            return Poll::Pending;
+        };
+        let guard = this.guard.take();
+        if let Some(g) = &guard {
+            if !g.0.h2 && g.0.shutdown.phase() >= Phase::LameDuck {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }
+        Poll::Ready(Ok(resp.map(|inner| TrackedBody {
+            inner,
+            _guard: guard,
+        })))
+    }
+}
+
+struct TrackedBody<B> {
+    inner: B,
+    _guard: Option<StreamGuard>,
+}
+
+impl<B> http_body::Body for TrackedBody<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this._guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

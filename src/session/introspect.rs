@@ -79,6 +79,7 @@ impl Introspector {
                 &extra_ca,
                 connect_timeout,
                 Duration::from_secs(90),
+                Duration::from_secs(crate::config::DEFAULT_UPSTREAM_READ_TIMEOUT_SECS),
                 true,
             )?,
             path_and_query: uri

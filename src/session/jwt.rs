@@ -111,6 +111,7 @@ impl JwtValidator {
                     &extra_ca,
                     connect_timeout,
                     Duration::from_secs(90),
+                    Duration::from_secs(crate::config::DEFAULT_UPSTREAM_READ_TIMEOUT_SECS),
                     true,
                 )?;
                 let jwks = Arc::new(RemoteJwks::new(

@@ -148,7 +148,11 @@ impl Json {
 /// A body the operation depends on: it must have been kept whole, and be
 /// plain JSON (or empty).
 fn judged_body(body: BodyView<'_>) -> Result<(), GatewayError> {
-    let bytes = body.bytes.ok_or(GatewayError::BodyTooLarge)?;
+    let bytes = body.bytes.ok_or_else(|| {
+        GatewayError::BodyTooLarge(
+            "a body that decides the operation must fit in limits.replay_body_limit_bytes".into(),
+        )
+    })?;
     if !body.plain_json && !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::BadRequest(
             "this call's body decides what SMH does, so it must be unencoded JSON (Content-Type: application/json)".into(),

@@ -2,10 +2,18 @@
 //!
 //! A miss mints through SMH's generate endpoint with the LibrarySecret and
 //! the operator's user_id/client_id; concurrent misses for one key share one
-//! mint (moka's entry API runs one init future per key). Failures are never
-//! cached. Entries expire a safety margin before SMH would expire them and
-//! slide on every use, as SMH slides the token itself; a hard maximum age
-//! bounds how long one token is slid.
+//! mint (moka's entry API runs one init future per key). Entries expire a
+//! safety margin before SMH would expire them and slide on every use, as SMH
+//! slides the token itself; a hard maximum age bounds how long one token is
+//! slid.
+//!
+//! Bounded three ways: entries weigh their bytes, so the cache holds at
+//! most `tokens.cache_capacity` entries and about `tokens.cache_max_bytes`;
+//! one user holds at most `tokens.max_keys_per_user` keys (devices x grants
+//! x libraries), so one session cannot make SMH mint without end; and a
+//! mint SMH refused (our configuration is wrong) is remembered for
+//! `tokens.refused_retry_secs` rather than asked again on every request.
+//! Outages (5xx, timeouts) are never remembered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +23,11 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::Expiry;
+
+use crate::sync::lock;
 
 use crate::body;
 use crate::config::Secret;
@@ -37,6 +48,17 @@ pub const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 /// bounds how late a capacity eviction is noticed. Invalidations do not
 /// wait for it: they bump the service's epoch, which every memo checks.
 pub const MEMO_RECHECK: Duration = Duration::from_secs(1);
+
+impl TokenKey {
+    /// The bytes of its strings, for the cache's weigher.
+    fn bytes(&self) -> u64 {
+        (self.library.len()
+            + self.spaces.len()
+            + self.user_id.len()
+            + self.client_id.len()
+            + self.grant.len()) as u64
+    }
+}
 
 /// What a token is for. Two requests share a token only when all of it matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -90,6 +112,75 @@ pub enum MintError {
     /// The token API answered a 4xx: our configuration is wrong (secret, library).
     #[error("token API refused: {0}")]
     Rejected(String),
+    /// The user already holds this many token keys.
+    #[error("the user holds {0} token keys (tokens.max_keys_per_user)")]
+    TooManyKeys(usize),
+}
+
+/// What bounds the token cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    pub capacity: u64,
+    pub max_bytes: u64,
+    pub max_keys_per_user: usize,
+    pub refused_retry: Duration,
+}
+
+/// What one entry costs beyond its strings: moka's entry and node, the
+/// key's six `Arc` headers, the `CachedToken` (measured roughly; it only
+/// needs to keep the byte bound honest, not exact).
+const ENTRY_OVERHEAD_BYTES: u64 = 256;
+/// Refused mints remembered at once; a refusal is per key, and the
+/// per-user key bound keeps one user from filling this.
+const REFUSED_CAPACITY: u64 = 10_000;
+
+/// How many keys each user holds in the cache: counted up before a mint
+/// (a reservation), down when the entry leaves the cache for any reason.
+struct UserKeys {
+    counts: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+    max: usize,
+}
+
+impl UserKeys {
+    fn reserve(self: &Arc<Self>, user: &Arc<str>) -> Option<Reservation> {
+        let mut counts = lock(&self.counts);
+        let n = counts.entry(user.clone()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Reservation {
+            keys: self.clone(),
+            user: user.clone(),
+            kept: false,
+        })
+    }
+
+    fn release(&self, user: &str) {
+        let mut counts = lock(&self.counts);
+        if let Some(n) = counts.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(user);
+            }
+        }
+    }
+}
+
+/// A counted key; released unless the mint it was for succeeded (the
+/// entry's removal releases it then).
+struct Reservation {
+    keys: Arc<UserKeys>,
+    user: Arc<str>,
+    kept: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.keys.release(&self.user);
+        }
+    }
 }
 
 /// One library's minting credentials.
@@ -131,6 +222,8 @@ impl Expiry<TokenKey, Arc<CachedToken>> for TokenExpiry {
 #[derive(Clone)]
 pub struct TokenService {
     cache: Cache<TokenKey, Arc<CachedToken>>,
+    refused: moka::sync::Cache<TokenKey, MintError>,
+    users: Arc<UserKeys>,
     targets: Arc<HashMap<Arc<str>, MintTarget>>,
     margin: Duration,
     max_age: Duration,
@@ -156,17 +249,41 @@ struct Memoized {
 impl TokenService {
     pub fn new(
         targets: HashMap<Arc<str>, MintTarget>,
-        capacity: u64,
+        limits: CacheLimits,
         margin: Duration,
         max_age: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let users = Arc::new(UserKeys {
+            counts: Default::default(),
+            max: limits.max_keys_per_user,
+        });
+        let released = users.clone();
+        // Weight in units of the average byte budget per entry: the total
+        // weight is the entry count, and an entry weighs at least its bytes
+        // over the unit, so both bounds hold.
+        let unit = (limits.max_bytes / limits.capacity.max(1)).max(1);
         let cache = Cache::builder()
-            .max_capacity(capacity)
+            .max_capacity(limits.capacity)
+            .weigher(move |k: &TokenKey, v: &Arc<CachedToken>| {
+                let bytes = ENTRY_OVERHEAD_BYTES + k.bytes() + v.token.len() as u64;
+                u32::try_from(bytes.div_ceil(unit)).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |k: Arc<TokenKey>, _v, cause| {
+                if cause != RemovalCause::Replaced {
+                    released.release(&k.user_id);
+                }
+            })
             .expire_after(TokenExpiry { max_age })
+            .build();
+        let refused = moka::sync::Cache::builder()
+            .max_capacity(REFUSED_CAPACITY)
+            .time_to_live(limits.refused_retry)
             .build();
         Self {
             cache,
+            refused,
+            users,
             targets: Arc::new(targets),
             margin,
             max_age,
@@ -215,7 +332,7 @@ impl TokenService {
         let entry = self
             .cache
             .entry_by_ref(key)
-            .or_try_insert_with(self.mint(key))
+            .or_try_insert_with(self.mint_bounded(key))
             .await
             .map_err(|e: Arc<MintError>| (*e).clone())?;
         let outcome = if entry.is_fresh() {
@@ -264,6 +381,45 @@ impl TokenService {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// [`Self::mint`] within the user's key bound, remembering a refusal.
+    async fn mint_bounded(&self, key: &TokenKey) -> Result<Arc<CachedToken>, MintError> {
+        // Checked on the miss path only: hits never pay for it.
+        if let Some(refused) = self.refused.get(key) {
+            self.metrics.token_mints_refused_cached.inc();
+            return Err(refused);
+        }
+        let reservation = match self.users.reserve(&key.user_id) {
+            Some(r) => r,
+            None => {
+                // Expired entries leave the count when moka processes them.
+                self.cache.run_pending_tasks().await;
+                self.users.reserve(&key.user_id).ok_or_else(|| {
+                    self.metrics.token_keys_refused.inc();
+                    MintError::TooManyKeys(self.users.max)
+                })?
+            }
+        };
+        let minted = self.mint(key).await;
+        match &minted {
+            Ok(_) => {
+                let mut reservation = reservation;
+                reservation.kept = true;
+            }
+            Err(e @ MintError::Rejected(m)) => {
+                tracing::error!(
+                    library = %key.library,
+                    user = %key.user_id,
+                    error = %m,
+                    retry_secs = self.refused.policy().time_to_live().map_or(0, |d| d.as_secs()),
+                    "SMH refused to mint a token; check the library id and secret (answered from memory until the retry)"
+                );
+                self.refused.insert(key.clone(), e.clone());
+            }
+            Err(_) => {}
+        }
+        minted
+    }
+
     async fn mint(&self, key: &TokenKey) -> Result<Arc<CachedToken>, MintError> {
         let target = self.targets.get(&key.library).ok_or_else(|| {
             MintError::Rejected(format!("library {} not configured", key.library))
@@ -275,7 +431,7 @@ impl TokenService {
         let outcome = match &result {
             Ok(_) => MintOutcome::Ok,
             Err(MintError::Unavailable(_)) => MintOutcome::Unavailable,
-            Err(MintError::Rejected(_)) => MintOutcome::Rejected,
+            Err(MintError::Rejected(_) | MintError::TooManyKeys(_)) => MintOutcome::Rejected,
         };
         self.metrics
             .observe_mint(target.metrics_idx, outcome, started.elapsed());

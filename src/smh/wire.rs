@@ -58,6 +58,9 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
     pub const MARKER_NOT_FOUND: &str = "MarkerNotFound";
     pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLarge";
+    pub const URI_TOO_LONG: &str = "URITooLong";
+    pub const RATE_LIMIT_EXCEEDED: &str = "RateLimitExceeded";
+    pub const HEADER_FIELDS_TOO_LARGE: &str = "HeaderFieldsTooLarge";
     pub const INTERNAL_SERVER_ERROR: &str = "InternalServerError";
     pub const SERVER_OVERLOADED: &str = "ServerOverloaded";
     pub const REQUEST_TIMEOUT: &str = "RequestTimeout";

@@ -46,7 +46,7 @@ enum Transport {
     H1(Arc<H1Pool>),
     /// `upstream.http2`: hyper-util's client, which multiplexes h2 (and
     /// falls back to http/1.1 when SMH does not offer h2); absolute URIs.
-    Negotiated(Box<Client<TlsConnector, Body>>),
+    Negotiated(Duration, Box<Client<TlsConnector, Body>>),
 }
 
 impl std::fmt::Debug for Upstream {
@@ -69,6 +69,7 @@ impl Upstream {
         extra_ca: &[CertificateDer<'static>],
         connect_timeout: Duration,
         pool_idle: Duration,
+        read_timeout: Duration,
         http2: bool,
     ) -> anyhow::Result<Self> {
         let uri: Uri = base_url.parse()?;
@@ -91,14 +92,17 @@ impl Upstream {
         let connector = TlsConnector::new(tls, connect_timeout);
         let host = HeaderValue::from_str(authority.as_str())?;
         let transport = if http2 {
-            Transport::Negotiated(Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(pool_idle)
-                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                    .timer(TokioTimer::new())
-                    .build(connector),
-            ))
+            Transport::Negotiated(
+                read_timeout,
+                Box::new(
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .pool_idle_timeout(pool_idle)
+                        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                        .timer(TokioTimer::new())
+                        .build(connector),
+                ),
+            )
         } else {
             let target = Uri::builder()
                 .scheme(scheme.clone())
@@ -110,6 +114,7 @@ impl Upstream {
                 target,
                 POOL_MAX_IDLE_PER_HOST,
                 pool_idle,
+                read_timeout,
             )))
         };
         Ok(Self {
@@ -130,7 +135,7 @@ impl Upstream {
     pub fn uri_from(&self, path_and_query: String) -> Result<Uri, http::Error> {
         let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))?;
         let mut parts = http::uri::Parts::default();
-        if matches!(self.transport, Transport::Negotiated(_)) {
+        if matches!(self.transport, Transport::Negotiated(..)) {
             parts.scheme = Some(self.scheme.clone());
             parts.authority = Some(self.authority.clone());
         }
@@ -144,9 +149,20 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match &self.transport {
             Transport::H1(pool) => {
-                req.headers_mut()
+                let empty = http_body::Body::is_end_stream(req.body());
+                let method = req.method().clone();
+                let headers = req.headers_mut();
+                headers
                     .entry(http::header::HOST)
                     .or_insert_with(|| self.host.clone());
+                // hyper sends no length for an empty body; a POST or PUT
+                // without one is 411 at servers that require it (RFC 9110
+                // 8.6: a user agent should send `Content-Length: 0`).
+                if empty && (method == http::Method::POST || method == http::Method::PUT) {
+                    headers
+                        .entry(http::header::CONTENT_LENGTH)
+                        .or_insert(HeaderValue::from_static("0"));
+                }
                 pool.send(req).await
             }
             // hyper-util derives `Host` (h1) or `:authority` (h2) from the
@@ -154,11 +170,13 @@ impl Upstream {
             // 400 at nginx-fronted h2 servers.
             // Boxed: the pooled HTTP/1.1 path is the default and the hot
             // one; this arm inline would double the size of every send.
-            Transport::Negotiated(client) => match Box::pin(client.request(req)).await {
-                Ok(resp) => Ok(resp.map(HyperBody::unpooled)),
-                Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-                Err(e) => Err(UpstreamError::Request(error_chain(&e))),
-            },
+            Transport::Negotiated(read_timeout, client) => {
+                match Box::pin(client.request(req)).await {
+                    Ok(resp) => Ok(resp.map(|b| HyperBody::unpooled(b, *read_timeout))),
+                    Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+                    Err(e) => Err(UpstreamError::Request(error_chain(&e))),
+                }
+            }
         }
     }
 }

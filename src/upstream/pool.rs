@@ -7,6 +7,7 @@
 //! connections behind a mutex, and a connection goes back onto it when the
 //! response body ends — from the body itself, with no extra task.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -35,9 +36,15 @@ pub struct Pool<T> {
     idle: Mutex<Vec<(T, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// How long a response body may send nothing.
+    pub(super) read_timeout: Duration,
 }
 
-/// The pool of hyper client connections, for requests with a body.
+/// SMH's response heads are a status and a few `x-smh-*` headers; a head
+/// larger than this is not SMH and fails the request.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 32 * 1024;
+
+/// The pool of hyper client connections.
 pub type H1Pool = Pool<SendRequest<Body>>;
 
 impl<T> Pool<T> {
@@ -46,6 +53,7 @@ impl<T> Pool<T> {
         target: Uri,
         max_idle: usize,
         idle_timeout: Duration,
+        read_timeout: Duration,
     ) -> Self {
         Self {
             connector,
@@ -53,6 +61,7 @@ impl<T> Pool<T> {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            read_timeout,
         }
     }
 
@@ -137,6 +146,7 @@ impl Pool<SendRequest<Body>> {
             .await
             .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
         let (sender, conn) = http1::Builder::new()
+            .max_header_size(MAX_RESPONSE_HEAD_BYTES)
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
@@ -162,6 +172,8 @@ impl Pool<SendRequest<Body>> {
                     sender,
                     pool: self.clone(),
                 }),
+                read_timeout: self.read_timeout,
+                stall: None,
             };
             if body.inner.is_end_stream() {
                 body.finished();
@@ -185,17 +197,29 @@ impl Recycle {
 /// A response body from hyper's client. Dropped before its end (client
 /// gone), the connection is dropped with it rather than reused
 /// mid-message.
+/// A body that sends nothing for its read timeout ends with an error.
 pub struct HyperBody {
     inner: Incoming,
     recycle: Option<Recycle>,
+    read_timeout: Duration,
+    /// Armed only while a read is pending: bodies that arrive with their
+    /// head (most SMH answers) never touch the timer.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The error a stalled upstream body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("SMH sent no response bytes for {0:?} (upstream.read_timeout_secs)")]
+pub struct ReadTimeout(Duration);
 
 impl HyperBody {
     /// A body from a client that pools by itself (the h2 path).
-    pub fn unpooled(inner: Incoming) -> Self {
+    pub fn unpooled(inner: Incoming, read_timeout: Duration) -> Self {
         Self {
             inner,
             recycle: None,
+            read_timeout,
+            stall: None,
         }
     }
 
@@ -208,21 +232,34 @@ impl HyperBody {
 
 impl HttpBody for HyperBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    // Mid-message: the connection cannot be reused.
+                    this.recycle = None;
+                    return Poll::Ready(Some(Err(Box::new(ReadTimeout(timeout)))));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => this.finished(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finished(),
             Poll::Ready(Some(Err(_))) => this.recycle = None,
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        this.stall = None;
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -146,19 +146,18 @@ impl TestServer {
                         .map(|p| p.to_string())
                         .unwrap_or_default();
                     let (status, text) = handler(req.method().clone(), pq, req.headers().clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(body::full(text))
-                                .unwrap(),
-                        )
-                    }
+                    std::future::ready(Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(body::full(text))
+                            .unwrap(),
+                    ))
                 })
             },
             std::sync::Arc::new(smh_gateway::server::NoObserver),
             shutdown.clone(),
+            smh_gateway::server::Limits::default(),
         ));
         TestServer {
             addr,
@@ -370,5 +369,121 @@ impl Harness {
             .unwrap();
         assert_eq!(resp.status(), 200, "confirm");
         up
+    }
+}
+
+/// A TLS connection to the gateway offering `alpn`, trusting its CA.
+pub async fn tls_connect(
+    h: &Harness,
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let bundle = std::fs::read(h.env.dir.join("ca-bundle.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls::pki_types::CertificateDer::pem_slice_iter(&bundle) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// A gateway process (`smh-gateway run`) on the harness's generated
+/// configuration with `extra_toml` appended and its own ephemeral ports,
+/// optionally under a descriptor limit. Its JSON log lines are kept.
+pub struct GatewayProcess {
+    pub child: KillOnDrop,
+    pub addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GatewayProcess {
+    pub fn spawn(h: &Harness, extra_toml: &str, nofile: Option<u32>) -> Self {
+        use std::io::BufRead;
+        let text = std::fs::read_to_string(h.env.dir.join("gateway.toml")).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("address = ") {
+                out.push_str("address = \"127.0.0.1:0\"\n");
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str(extra_toml);
+        out.push_str("\n[log]\nformat = \"json\"\n");
+        let path = h
+            .env
+            .dir
+            .join(format!("gateway-process-{}.toml", rand_suffix()));
+        std::fs::write(&path, out).unwrap();
+        let bin = env!("CARGO_BIN_EXE_smh-gateway");
+        let script = match nofile {
+            Some(n) => format!("ulimit -n {n} && exec \"$0\" run --config \"$1\""),
+            None => "exec \"$0\" run --config \"$1\"".to_string(),
+        };
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(bin)
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let f = &v["fields"];
+                    if f["message"] == "smh-gateway listening" {
+                        let _ = tx.send((
+                            f["addr"].as_str().unwrap_or_default().to_string(),
+                            f["admin_addr"].as_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                }
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let child = KillOnDrop(child);
+        let (addr, admin) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("gateway did not start: {:?}", log.lock().unwrap()));
+        GatewayProcess {
+            child,
+            addr: addr.parse().unwrap(),
+            admin_addr: admin.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
     }
 }
