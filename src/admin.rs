@@ -72,17 +72,38 @@ impl AdminState {
     }
 }
 
+/// Admin connections open at once: probes and a scraper need a handful;
+/// more are closed at once so the admin port cannot pin descriptors.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// An admin request head must arrive within this (slowloris), which also
+/// ends idle keep-alive connections.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Serves the admin routes over plain HTTP (loopback by default).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Shutdown) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut backoff = crate::server::ACCEPT_BACKOFF_MIN;
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
-            _ = shutdown.wait() => return,
+        let Some((tcp, _)) = crate::server::accept(&listener, &shutdown, &mut backoff, || {
+            state.metrics.accept_failures.inc()
+        })
+        .await
+        else {
+            return;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
         };
         let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(req, &state).await) }

@@ -117,3 +117,17 @@ pub fn upstream_answers(data: &[u8]) {
     }
     let _ = forward::smh_error_code(body);
 }
+
+/// The HTTP/2 header-block watch over client bytes: read whole or split
+/// at any point (the first byte picks where), it must reach the same
+/// answer — reads arrive in pieces of any size.
+pub fn h2_frames(data: &[u8]) {
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let whole = crate::server::FrameWatch::default().feed(rest);
+    let at = usize::from(cut).min(rest.len());
+    let mut split = crate::server::FrameWatch::default();
+    split.feed(&rest[..at]);
+    assert_eq!(split.feed(&rest[at..]), whole, "split at {at}");
+}

@@ -48,7 +48,7 @@ pub const MAX_URI_BACKSTOP: usize = 60 * 1024;
 /// An accept that fails for lack of descriptors or memory is retried after
 /// this, doubling up to [`ACCEPT_BACKOFF_MAX`]: no busy loop while the
 /// process is out of descriptors, and back within a second once it is not.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Connection limits and timeouts of one listener.
@@ -199,33 +199,13 @@ pub async fn serve_tls<F, S, B>(
     });
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(pair) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                pair
-            }
-            Err(e) if out_of_resources(&e) => {
-                if backoff == ACCEPT_BACKOFF_MIN {
-                    tracing::warn!(error = %e, "accept failed: out of descriptors or memory; backing off");
-                }
-                shared.observer.accept_failed();
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
-            // A connection reset before it was accepted, and the like.
-            Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
-                continue;
-            }
+        let observer = &shared.observer;
+        let Some((tcp, remote)) = accept(&listener, &shutdown, &mut backoff, || {
+            observer.accept_failed()
+        })
+        .await
+        else {
+            break;
         };
         // Over the cap the connection is closed at once rather than left in
         // the backlog: the client (or its load balancer) learns now.
@@ -249,6 +229,45 @@ pub async fn serve_tls<F, S, B>(
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` stops it.
+/// An `accept` that fails for lack of descriptors or memory is retried
+/// after a back-off that doubles from [`ACCEPT_BACKOFF_MIN`] to
+/// [`ACCEPT_BACKOFF_MAX`] (and resets on success), so a process out of
+/// descriptors neither spins nor stays down once they free up.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    backoff: &mut Duration,
+    on_exhausted: impl Fn(),
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(pair) => {
+                *backoff = ACCEPT_BACKOFF_MIN;
+                return Some(pair);
+            }
+            Err(e) if out_of_resources(&e) => {
+                if *backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(error = %e, "accept failed: out of descriptors or memory; backing off");
+                }
+                on_exhausted();
+                tokio::select! {
+                    _ = shutdown.wait() => return None,
+                    _ = tokio::time::sleep(*backoff) => {}
+                }
+                *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+            // A connection reset before it was accepted, and the like.
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
     }
 }
 
