@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
@@ -81,9 +80,11 @@ const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 /// Serves the admin routes over plain HTTP (loopback by default).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Shutdown) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: probes and scrapers speak it, and hyper's header-read
+    // timeout then covers a connection from its first byte (protocol
+    // sniffing would wait for that byte without one).
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);

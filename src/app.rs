@@ -34,6 +34,8 @@ pub struct Running {
     pub shutdown: Shutdown,
     cert: Arc<ReloadableCert>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    admin_shutdown: Shutdown,
+    admin_task: tokio::task::JoinHandle<()>,
     lame_duck: Duration,
 }
 
@@ -51,19 +53,24 @@ impl Running {
     /// [`Running::stop`] with another lame-duck period (`dev` uses none).
     pub async fn stop_with(self, lame_duck: Duration) {
         self.readiness.set_not_ready();
-        self.shutdown.lame_duck();
-        if !lame_duck.is_zero() {
+        if lame_duck.is_zero() {
+            self.shutdown.trigger_at_once();
+        } else {
+            self.shutdown.lame_duck();
             tracing::info!(
                 seconds = lame_duck.as_secs_f64(),
                 "shutting down: readiness false, still accepting (lame duck)"
             );
             tokio::time::sleep(lame_duck).await;
+            self.shutdown.trigger();
         }
         tracing::info!("shutting down: listener closed, draining in-flight requests");
-        self.shutdown.trigger();
         for t in self.tasks {
             let _ = t.await;
         }
+        // The admin port answers probes until the drain is over.
+        self.admin_shutdown.trigger_at_once();
+        let _ = self.admin_task.await;
     }
 
     /// Re-reads the configuration file and swaps in the listener
@@ -218,6 +225,7 @@ fn listener_limits(cfg: &Config) -> server::Limits {
         header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(l.idle_timeout_secs),
         max_concurrent_streams: l.max_concurrent_streams,
+        send_timeout: Duration::from_secs(l.send_timeout_secs),
         drain_timeout: Duration::from_secs(l.drain_timeout_secs),
     }
 }
@@ -277,11 +285,14 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
     ));
     let admin_listener = server::bind(cfg.admin.address.0).await?;
     let admin_addr = admin_listener.local_addr()?;
-    let mut tasks = vec![tokio::spawn(admin::serve(
+    // The admin port has its own stop, after the client listener drained.
+    let admin_shutdown = Shutdown::default();
+    let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
-        shutdown.clone(),
-    ))];
+        admin_shutdown.clone(),
+    ));
+    let mut tasks = Vec::new();
 
     let (cert_path, key_path) = tls_paths(cfg)?;
     let (cert, not_after) = ReloadableCert::load(&cert_path, &key_path)?;
@@ -321,6 +332,8 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         shutdown,
         cert,
         tasks,
+        admin_shutdown,
+        admin_task,
         lame_duck: Duration::from_secs(cfg.limits.lame_duck_secs),
     })
 }

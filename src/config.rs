@@ -63,6 +63,12 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Concurrent streams per HTTP/2 connection: the RFC 9113 recommended
 /// minimum, what browsers expect.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// The longest timeout any duration setting may name.
+pub const MAX_DURATION_SECS: u64 = 86_400;
+/// A response that makes no progress this long (the client stopped
+/// reading, or gives HTTP/2 no flow-control window) drops its connection;
+/// nginx's `send_timeout` default.
+pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 60;
 /// After SIGTERM `/readyz` answers 503 while the listener keeps accepting
 /// this long, so load balancers stop sending before connections are
 /// refused (a few health-check intervals).
@@ -498,6 +504,7 @@ pub struct LimitsConfig {
     pub header_read_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_concurrent_streams: u32,
+    pub send_timeout_secs: u64,
     pub lame_duck_secs: u64,
     pub drain_timeout_secs: u64,
 }
@@ -516,6 +523,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            send_timeout_secs: DEFAULT_SEND_TIMEOUT_SECS,
             lame_duck_secs: DEFAULT_LAME_DUCK_SECS,
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
         }
@@ -1024,6 +1032,7 @@ impl Config {
                 u64::from(l.max_concurrent_streams),
             ),
             ("limits.request_timeout_secs", l.request_timeout_secs),
+            ("limits.send_timeout_secs", l.send_timeout_secs),
             ("tokens.cache_max_bytes", self.tokens.cache_max_bytes),
             (
                 "tokens.max_keys_per_user",
@@ -1036,6 +1045,30 @@ impl Config {
         ] {
             if value == 0 {
                 out.push((None, format!("{name} must be at least 1")));
+            }
+        }
+        // Durations feed Instant arithmetic: a day is far beyond any use.
+        for (name, value) in [
+            (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+            ),
+            ("limits.idle_timeout_secs", l.idle_timeout_secs),
+            ("limits.send_timeout_secs", l.send_timeout_secs),
+            ("limits.request_timeout_secs", l.request_timeout_secs),
+            ("limits.lame_duck_secs", l.lame_duck_secs),
+            ("limits.drain_timeout_secs", l.drain_timeout_secs),
+            (
+                "upstream.read_timeout_secs",
+                self.upstream.read_timeout_secs,
+            ),
+            ("tokens.refused_retry_secs", self.tokens.refused_retry_secs),
+        ] {
+            if value > MAX_DURATION_SECS {
+                out.push((
+                    None,
+                    format!("{name} is at most {MAX_DURATION_SECS} (a day)"),
+                ));
             }
         }
         // The gateway's own answers (431, 414) need hyper to read the whole

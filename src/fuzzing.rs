@@ -125,9 +125,15 @@ pub fn h2_frames(data: &[u8]) {
     let Some((&cut, rest)) = data.split_first() else {
         return;
     };
-    let whole = crate::server::FrameWatch::default().feed(rest);
+    let mut whole = crate::server::FrameWatch::default();
+    let open = whole.feed(rest);
     let at = usize::from(cut).min(rest.len());
     let mut split = crate::server::FrameWatch::default();
     split.feed(&rest[..at]);
-    assert_eq!(split.feed(&rest[at..]), whole, "split at {at}");
+    let split_open = split.feed(&rest[at..]);
+    assert_eq!(
+        (split_open, split.opened()),
+        (open, whole.opened()),
+        "split at {at}"
+    );
 }

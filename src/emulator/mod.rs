@@ -333,7 +333,7 @@ impl Emulator {
 
     /// Stops accepting and drains in-flight requests.
     pub fn shutdown(&self) {
-        self.shutdown.trigger();
+        self.shutdown.trigger_at_once();
     }
 }
 

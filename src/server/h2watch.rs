@@ -33,6 +33,9 @@ pub struct FrameWatch {
     head_len: usize,
     payload_left: u32,
     block_open: bool,
+    /// Header blocks begun so far: a read that ends one block and begins
+    /// the next must restart the clock, though "open" reads the same.
+    opened: u64,
 }
 
 impl Default for FrameWatch {
@@ -43,6 +46,7 @@ impl Default for FrameWatch {
             head_len: 0,
             payload_left: 0,
             block_open: false,
+            opened: 0,
         }
     }
 }
@@ -74,7 +78,12 @@ impl FrameWatch {
                 self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]);
                 let (kind, flags) = (h[3], h[4]);
                 match kind {
-                    HEADERS | PUSH_PROMISE => self.block_open = flags & END_HEADERS == 0,
+                    HEADERS | PUSH_PROMISE => {
+                        self.block_open = flags & END_HEADERS == 0;
+                        if self.block_open {
+                            self.opened = self.opened.wrapping_add(1);
+                        }
+                    }
                     CONTINUATION if flags & END_HEADERS != 0 => self.block_open = false,
                     _ => {}
                 }
@@ -82,6 +91,11 @@ impl FrameWatch {
             }
         }
         self.block_open
+    }
+
+    /// How many header blocks have begun (wrapping).
+    pub fn opened(&self) -> u64 {
+        self.opened
     }
 }
 
@@ -111,9 +125,11 @@ impl BlockState {
         }
     }
 
-    fn set(&self, open: bool) {
+    /// After a read: whether a block is open, and whether one began in it
+    /// (a new block restarts the clock even if the last one was open).
+    fn set(&self, open: bool, began: bool) {
         let was = self.open_since.load(Ordering::Relaxed) != 0;
-        if open == was {
+        if open == was && !(open && began) {
             return;
         }
         if open {
@@ -156,8 +172,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         if let Poll::Ready(Ok(())) = polled {
             let fresh = &buf.filled()[before..];
             if !fresh.is_empty() {
+                let before = this.watch.opened();
                 let open = this.watch.feed(fresh);
-                this.state.set(open);
+                this.state.set(open, this.watch.opened() != before);
             }
         }
         polled
@@ -215,6 +232,18 @@ mod tests {
         assert!(w.feed(&frame(CONTINUATION, 0, b"d")));
         assert!(!w.feed(&frame(CONTINUATION, END_HEADERS, b"e")));
         assert!(!w.feed(&frame(HEADERS, END_HEADERS | 0x1, b"x")));
+    }
+
+    #[test]
+    fn a_block_begun_in_the_read_that_ended_another_counts_as_new() {
+        let mut w = FrameWatch::default();
+        w.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(w.feed(&frame(HEADERS, 0, b"a")));
+        let before = w.opened();
+        let mut both = frame(CONTINUATION, END_HEADERS, b"b");
+        both.extend(frame(HEADERS, 0, b"c"));
+        assert!(w.feed(&both));
+        assert_eq!(w.opened(), before + 1);
     }
 
     #[test]

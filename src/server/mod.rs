@@ -38,10 +38,16 @@ use h2watch::{BlockState, Watched};
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's own limits sit behind the gateway's (which answer 431 and 414
 /// in SMH's shape): hyper must read a head whole before the gateway can
-/// answer it. Past these, hyper answers a bare 431 or 414 itself. 8,192
-/// header slots cost hyper two ~256 KiB allocations per request head
-/// (measured: ~0.1 us), no syscalls.
+/// answer it. Past these, hyper answers a bare 431 or 414 itself.
+///
+/// Header fields: HTTP/2 decodes up to this many into the request for the
+/// gateway to judge. HTTP/1.1 keeps hyper's default of 100 slots: hyper
+/// initialises every slot for every request head it parses, and 8,192
+/// slots cost 78,000 instructions per request under callgrind — more than
+/// the whole proxied request. Over HTTP/1.1 more than 100 fields get
+/// hyper's own bare 431.
 pub const MAX_HEADERS_BACKSTOP: usize = 8192;
+pub const H1_MAX_HEADERS: usize = 100;
 pub const MAX_HEADER_BYTES_BACKSTOP: usize = 256 * 1024;
 /// hyper refuses request targets of 64 KiB and more by itself.
 pub const MAX_URI_BACKSTOP: usize = 60 * 1024;
@@ -58,6 +64,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_concurrent_streams: u32,
+    pub send_timeout: Duration,
     pub drain_timeout: Duration,
 }
 
@@ -69,6 +76,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(c::DEFAULT_HEADER_READ_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(c::DEFAULT_IDLE_TIMEOUT_SECS),
             max_concurrent_streams: c::DEFAULT_MAX_CONCURRENT_STREAMS,
+            send_timeout: Duration::from_secs(c::DEFAULT_SEND_TIMEOUT_SECS),
             drain_timeout: Duration::from_secs(c::DEFAULT_DRAIN_TIMEOUT_SECS),
         }
     }
@@ -98,6 +106,9 @@ pub enum Phase {
 pub struct Shutdown {
     tx: Arc<watch::Sender<Phase>>,
     rx: watch::Receiver<Phase>,
+    /// Stopping without a lame duck: idle HTTP/1.1 connections are closed
+    /// at once instead of at their next answer or header-read timeout.
+    at_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -106,6 +117,7 @@ impl Default for Shutdown {
         Self {
             tx: Arc::new(tx),
             rx,
+            at_once: Arc::default(),
         }
     }
 }
@@ -129,6 +141,17 @@ impl Shutdown {
     /// Stops accepting; connections drain.
     pub fn trigger(&self) {
         self.advance(Phase::Stopping);
+    }
+
+    /// Stops accepting and closes idle connections at once (no lame duck:
+    /// `dev`, tests, `limits.lame_duck_secs = 0`).
+    pub fn trigger_at_once(&self) {
+        self.at_once.store(true, Ordering::Release);
+        self.advance(Phase::Stopping);
+    }
+
+    fn closes_idle_at_once(&self) -> bool {
+        self.at_once.load(Ordering::Acquire)
     }
 
     pub fn phase(&self) -> Phase {
@@ -155,8 +178,8 @@ pub trait ConnObserver: Send + Sync + 'static {
     fn refused(&self) {}
     /// `accept` failed for lack of descriptors or memory.
     fn accept_failed(&self) {}
-    /// A connection closed by a limit: `"idle"`, `"first_request"` or
-    /// `"header_block"`.
+    /// A connection closed by a limit: `"idle"`, `"first_request"`,
+    /// `"header_block"` or `"send"`.
     fn timed_out(&self, _why: &'static str) {}
 }
 
@@ -287,7 +310,6 @@ fn builders(
     // bounds how long a keep-alive connection may sit idle.
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(MAX_HEADERS_BACKSTOP)
         .max_header_size(MAX_HEADER_BYTES_BACKSTOP)
         .max_buf_size(MAX_HEADER_BYTES_BACKSTOP + 8192)
         .keep_alive(true);
@@ -363,9 +385,13 @@ impl<F> Shared<F> {
         self.observer.closed(&info);
     }
 
-    /// Runs one connection to its end, shutting it down gracefully when
-    /// the listener stops or (HTTP/2) it has been idle too long, and
-    /// dropping it when a header block or a graceful close stalls.
+    /// Runs one connection to its end under its limits: a response that
+    /// makes no progress for the send timeout drops the connection (both
+    /// protocols); HTTP/2 also gets its idle, first-request and header-block
+    /// rules, and GOAWAY when the listener stops. After a lame duck an
+    /// HTTP/1.1 connection is never cut between requests: every answer
+    /// since the lame duck began closes it, and an idle one ends at its
+    /// header-read timeout, so a request already on its way is answered.
     async fn drive<C>(
         &self,
         conn: C,
@@ -376,19 +402,12 @@ impl<F> Shared<F> {
         C: GracefulConnection,
     {
         let limits = &self.limits;
+        let h2 = block.is_some();
         let mut conn = std::pin::pin!(conn);
         // Set once a graceful close began: when it must be over by.
         let mut closing_by: Option<Instant> = None;
         loop {
-            // HTTP/1.1 (no block watch): hyper's header-read timeout covers
-            // idle waits.
-            let deadline = block.map(|b| next_deadline(b, streams, limits, closing_by));
-            let timer = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let deadline = next_deadline(block, streams, limits, closing_by);
             let opened = async {
                 match block {
                     Some(b) => b.opened.notified().await,
@@ -397,17 +416,22 @@ impl<F> Shared<F> {
             };
             tokio::select! {
                 ended = conn.as_mut() => return ended,
-                _ = self.shutdown.wait(), if closing_by.is_none() => {
+                _ = self.shutdown.wait(),
+                    if closing_by.is_none() && (h2 || self.shutdown.closes_idle_at_once()) => {
                     conn.as_mut().graceful_shutdown();
                     closing_by = Some(Instant::now() + limits.drain_timeout);
                 }
                 _ = opened => {}
-                _ = timer => {
-                    let Some(b) = block else { continue };
+                _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
                     if closing_by.is_some_and(|by| now >= by) {
                         return Ok(());
                     }
+                    if streams.send_deadline(limits).is_some_and(|at| now >= at) {
+                        self.observer.timed_out("send");
+                        return Ok(());
+                    }
+                    let Some(b) = block else { continue };
                     if b.open_since().is_some_and(|t| now >= t + limits.header_read_timeout) {
                         self.observer.timed_out("header_block");
                         return Ok(());
@@ -427,20 +451,26 @@ impl<F> Shared<F> {
     }
 }
 
-/// The earliest moment an HTTP/2 connection's limits need checking.
+/// The earliest moment a connection's limits need checking; at the latest
+/// the idle timeout from now, when they are looked at again.
 fn next_deadline(
-    block: &BlockState,
+    block: Option<&BlockState>,
     streams: &Streams,
     limits: &Limits,
     closing_by: Option<Instant>,
 ) -> Instant {
-    let mut at = Instant::now() + limits.idle_timeout;
-    if let Some(t) = block.open_since() {
-        at = at.min(t + limits.header_read_timeout);
+    let mut at = Instant::now() + limits.idle_timeout.min(limits.send_timeout);
+    if let Some(t) = streams.send_deadline(limits) {
+        at = at.min(t);
     }
-    match closing_by {
-        Some(by) => at = at.min(by),
-        None => {
+    if let Some(by) = closing_by {
+        at = at.min(by);
+    }
+    if let Some(b) = block {
+        if let Some(t) = b.open_since() {
+            at = at.min(t + limits.header_read_timeout);
+        }
+        if closing_by.is_none() {
             if let Some((idle_at, _)) = streams.idle_deadline(limits) {
                 at = at.min(idle_at);
             }
@@ -449,12 +479,15 @@ fn next_deadline(
     at
 }
 
-/// The streams of one connection: how many are open, and when the last
-/// one ended (milliseconds after `epoch`, plus one; 0 before the first).
+/// The streams of one connection: how many are open, how many of those
+/// are sending their response, and when a stream last ended or a response
+/// last made progress (milliseconds after `epoch`, plus one; 0 for never).
 struct Streams {
     epoch: Instant,
     active: AtomicUsize,
+    sending: AtomicUsize,
     last_end: AtomicU64,
+    last_progress: AtomicU64,
     shutdown: Shutdown,
     h2: bool,
 }
@@ -464,16 +497,47 @@ impl Streams {
         Self {
             epoch,
             active: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
+            last_progress: AtomicU64::new(0),
             shutdown,
             h2,
         }
     }
 
-    fn end(&self) {
+    fn now_mark(&self) -> u64 {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last_end.store(ms.saturating_add(1), Ordering::Release);
+        ms.saturating_add(1)
+    }
+
+    fn at(&self, mark: u64) -> Instant {
+        self.epoch + Duration::from_millis(mark.saturating_sub(1))
+    }
+
+    fn progress(&self) {
+        self.last_progress.store(self.now_mark(), Ordering::Release);
+    }
+
+    fn end(&self, was_sending: bool) {
+        let mark = self.now_mark();
+        self.last_end.store(mark, Ordering::Release);
+        self.last_progress.store(mark, Ordering::Release);
+        if was_sending {
+            self.sending.fetch_sub(1, Ordering::AcqRel);
+        }
         self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// When a response being sent has gone the send timeout without
+    /// progress: a client that stops reading (or, over HTTP/2, gives no
+    /// flow-control window) must not hold the connection and its SMH
+    /// connection for ever.
+    fn send_deadline(&self, limits: &Limits) -> Option<Instant> {
+        if self.sending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mark = self.last_progress.load(Ordering::Acquire);
+        Some(self.at(mark) + limits.send_timeout)
     }
 
     /// When the connection counts as idle too long, if no stream is open:
@@ -485,21 +549,29 @@ impl Streams {
         }
         Some(match self.last_end.load(Ordering::Acquire) {
             0 => (self.epoch + limits.header_read_timeout, "first_request"),
-            ms => (
-                self.epoch + Duration::from_millis(ms - 1) + limits.idle_timeout,
-                "idle",
-            ),
+            mark => (self.at(mark) + limits.idle_timeout, "idle"),
         })
     }
 }
 
 /// Counts a stream open from the call until its response body is done
-/// (or dropped: client gone, panic).
-struct StreamGuard(Arc<Streams>);
+/// (or dropped: client gone, panic), and as sending once its head is out.
+struct StreamGuard {
+    streams: Arc<Streams>,
+    sending: bool,
+}
+
+impl StreamGuard {
+    fn sending(&mut self) {
+        self.sending = true;
+        self.streams.sending.fetch_add(1, Ordering::AcqRel);
+        self.streams.progress();
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.end();
+        self.streams.end(self.sending);
     }
 }
 
@@ -528,7 +600,10 @@ where
         self.streams.active.fetch_add(1, Ordering::AcqRel);
         TrackedFuture {
             inner: self.inner.call(req),
-            guard: Some(StreamGuard(self.streams.clone())),
+            guard: Some(StreamGuard {
+                streams: self.streams.clone(),
+                sending: false,
+            }),
         }
     }
 }
@@ -549,25 +624,23 @@ where
         let Poll::Ready(Ok(mut resp)) = Pin::new(&mut this.inner).poll(cx) else {
             return Poll::Pending;
         };
-        let guard = this.guard.take();
-        if let Some(g) = &guard {
-            if !g.0.h2 && g.0.shutdown.phase() >= Phase::LameDuck {
+        let mut guard = this.guard.take();
+        if let Some(g) = &mut guard {
+            g.sending();
+            if !g.streams.h2 && g.streams.shutdown.phase() >= Phase::LameDuck {
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
             }
         }
-        Poll::Ready(Ok(resp.map(|inner| TrackedBody {
-            inner,
-            _guard: guard,
-        })))
+        Poll::Ready(Ok(resp.map(|inner| TrackedBody { inner, guard })))
     }
 }
 
 struct TrackedBody<B> {
     inner: B,
-    _guard: Option<StreamGuard>,
+    guard: Option<StreamGuard>,
 }
 
 impl<B> http_body::Body for TrackedBody<B>
@@ -583,8 +656,14 @@ where
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this._guard = None;
+        match &polled {
+            Poll::Ready(None) => this.guard = None,
+            Poll::Ready(Some(_)) => {
+                if let Some(g) = &this.guard {
+                    g.streams.progress();
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }

@@ -134,52 +134,98 @@ const ENTRY_OVERHEAD_BYTES: u64 = 256;
 /// per-user key bound keeps one user from filling this.
 const REFUSED_CAPACITY: u64 = 10_000;
 
-/// How many keys each user holds in the cache: counted up before a mint
-/// (a reservation), down when the entry leaves the cache for any reason.
+/// The keys each user holds in the cache, each with the number of cache
+/// entries (or mints under way) holding it: taken before a mint (a
+/// reservation), given back when the entry leaves the cache for any reason,
+/// replacement included. A key re-minted while its expired entry still
+/// waits for removal is briefly held twice and still counts once, so a
+/// user at the bound is never refused a key they already hold.
 struct UserKeys {
-    counts: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+    held: std::sync::Mutex<HashMap<Arc<str>, HashMap<TokenKey, u32>>>,
     max: usize,
 }
 
 impl UserKeys {
-    fn reserve(self: &Arc<Self>, user: &Arc<str>) -> Option<Reservation> {
-        let mut counts = lock(&self.counts);
-        let n = counts.entry(user.clone()).or_insert(0);
-        if *n >= self.max {
+    fn reserve(self: &Arc<Self>, key: &TokenKey) -> Option<Reservation> {
+        let mut held = lock(&self.held);
+        let keys = held.entry(key.user_id.clone()).or_default();
+        if let Some(n) = keys.get_mut(key) {
+            *n += 1;
+        } else if keys.len() >= self.max {
             return None;
+        } else {
+            keys.insert(key.clone(), 1);
         }
-        *n += 1;
         Some(Reservation {
             keys: self.clone(),
-            user: user.clone(),
+            key: key.clone(),
             kept: false,
         })
     }
 
-    fn release(&self, user: &str) {
-        let mut counts = lock(&self.counts);
-        if let Some(n) = counts.get_mut(user) {
+    fn release(&self, key: &TokenKey) {
+        let mut held = lock(&self.held);
+        let Some(keys) = held.get_mut(&key.user_id) else {
+            return;
+        };
+        if let Some(n) = keys.get_mut(key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(user);
+                keys.remove(key);
             }
+        }
+        if keys.is_empty() {
+            held.remove(&key.user_id);
         }
     }
 }
 
-/// A counted key; released unless the mint it was for succeeded (the
-/// entry's removal releases it then).
+/// A held key; given back unless the mint it was for succeeded (the
+/// entry's removal gives it back then).
 struct Reservation {
     keys: Arc<UserKeys>,
-    user: Arc<str>,
+    key: TokenKey,
     kept: bool,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.kept {
-            self.keys.release(&self.user);
+            self.keys.release(&self.key);
         }
+    }
+}
+
+/// How often a refused key may make the cache process pending removals.
+const PENDING_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Lets something happen at most once per interval.
+struct Throttle {
+    epoch: Instant,
+    interval: Duration,
+    /// Milliseconds after `epoch` when it may happen again.
+    next: AtomicU64,
+}
+
+impl Throttle {
+    fn new(interval: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            interval,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn due(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next.load(Ordering::Relaxed);
+        let after =
+            now.saturating_add(u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX));
+        now >= next
+            && self
+                .next
+                .compare_exchange(next, after, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -224,6 +270,7 @@ pub struct TokenService {
     cache: Cache<TokenKey, Arc<CachedToken>>,
     refused: moka::sync::Cache<TokenKey, MintError>,
     users: Arc<UserKeys>,
+    pending_flush: Arc<Throttle>,
     targets: Arc<HashMap<Arc<str>, MintTarget>>,
     margin: Duration,
     max_age: Duration,
@@ -255,7 +302,7 @@ impl TokenService {
         metrics: Arc<Metrics>,
     ) -> Self {
         let users = Arc::new(UserKeys {
-            counts: Default::default(),
+            held: Default::default(),
             max: limits.max_keys_per_user,
         });
         let released = users.clone();
@@ -269,10 +316,9 @@ impl TokenService {
                 let bytes = ENTRY_OVERHEAD_BYTES + k.bytes() + v.token.len() as u64;
                 u32::try_from(bytes.div_ceil(unit)).unwrap_or(u32::MAX)
             })
-            .eviction_listener(move |k: Arc<TokenKey>, _v, cause| {
-                if cause != RemovalCause::Replaced {
-                    released.release(&k.user_id);
-                }
+            // Every removal, replacement included: each entry holds one.
+            .eviction_listener(move |k: Arc<TokenKey>, _v, _cause: RemovalCause| {
+                released.release(&k);
             })
             .expire_after(TokenExpiry { max_age })
             .build();
@@ -284,6 +330,7 @@ impl TokenService {
             cache,
             refused,
             users,
+            pending_flush: Arc::new(Throttle::new(PENDING_FLUSH_INTERVAL)),
             targets: Arc::new(targets),
             margin,
             max_age,
@@ -388,12 +435,16 @@ impl TokenService {
             self.metrics.token_mints_refused_cached.inc();
             return Err(refused);
         }
-        let reservation = match self.users.reserve(&key.user_id) {
+        let reservation = match self.users.reserve(key) {
             Some(r) => r,
             None => {
-                // Expired entries leave the count when moka processes them.
-                self.cache.run_pending_tasks().await;
-                self.users.reserve(&key.user_id).ok_or_else(|| {
+                // Expired entries give their keys back when moka processes
+                // them; have it do so, at most once a second (it is
+                // cache-wide work), before refusing.
+                if self.pending_flush.due() {
+                    self.cache.run_pending_tasks().await;
+                }
+                self.users.reserve(key).ok_or_else(|| {
                     self.metrics.token_keys_refused.inc();
                     MintError::TooManyKeys(self.users.max)
                 })?
@@ -550,3 +601,52 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'.')
     .remove(b'~')
     .remove(b',');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(user: &str, device: &str) -> TokenKey {
+        TokenKey {
+            library: Arc::from("lib"),
+            spaces: Arc::from(""),
+            user_id: Arc::from(user),
+            client_id: Arc::from(device),
+            grant: Arc::from(""),
+            period_secs: 60,
+        }
+    }
+
+    fn keep(r: Option<Reservation>) {
+        let mut r = r.expect("reserved");
+        r.kept = true;
+    }
+
+    #[test]
+    fn a_user_holds_distinct_keys_up_to_the_bound_and_gets_them_back() {
+        let keys = Arc::new(UserKeys {
+            held: Default::default(),
+            max: 2,
+        });
+        keep(keys.reserve(&key("alice", "a")));
+        keep(keys.reserve(&key("alice", "b")));
+        assert!(keys.reserve(&key("alice", "c")).is_none(), "a third key");
+        assert!(
+            keys.reserve(&key("bob", "a")).is_some(),
+            "others unaffected"
+        );
+        // A key re-minted while its expired entry waits for removal (moka
+        // then reports the old entry Replaced or Expired): held twice,
+        // counted once, and the user is not refused it.
+        keep(keys.reserve(&key("alice", "a")));
+        keys.release(&key("alice", "a"));
+        assert!(keys.reserve(&key("alice", "c")).is_none());
+        // A failed mint gives its reservation back.
+        drop(keys.reserve(&key("alice", "b")));
+        keys.release(&key("alice", "a"));
+        keep(keys.reserve(&key("alice", "c")));
+        keys.release(&key("alice", "b"));
+        keys.release(&key("alice", "c"));
+        assert!(lock(&keys.held).is_empty(), "nothing leaks");
+    }
+}
