@@ -406,6 +406,7 @@ impl<F> Shared<F> {
         let mut conn = std::pin::pin!(conn);
         // Set once a graceful close began: when it must be over by.
         let mut closing_by: Option<Instant> = None;
+        let mut stop_seen = false;
         loop {
             let deadline = next_deadline(block, streams, limits, closing_by);
             let opened = async {
@@ -416,10 +417,14 @@ impl<F> Shared<F> {
             };
             tokio::select! {
                 ended = conn.as_mut() => return ended,
-                _ = self.shutdown.wait(),
-                    if closing_by.is_none() && (h2 || self.shutdown.closes_idle_at_once()) => {
-                    conn.as_mut().graceful_shutdown();
-                    closing_by = Some(Instant::now() + limits.drain_timeout);
+                _ = self.shutdown.wait(), if closing_by.is_none() && !stop_seen => {
+                    stop_seen = true;
+                    // Read now, not when the branch was armed: the flag is
+                    // set together with the stop.
+                    if h2 || self.shutdown.closes_idle_at_once() {
+                        conn.as_mut().graceful_shutdown();
+                        closing_by = Some(Instant::now() + limits.drain_timeout);
+                    }
                 }
                 _ = opened => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {
