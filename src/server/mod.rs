@@ -187,6 +187,43 @@ pub trait ConnObserver: Send + Sync + 'static {
 pub struct NoObserver;
 impl ConnObserver for NoObserver {}
 
+/// What a listener serves each connection with: a service whose futures
+/// can be polled in place (the stream accounting wraps them unboxed).
+pub trait ConnService<B>:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnService<B> for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The response bodies a listener sends.
+pub trait ResponseBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
 /// Serves HTTPS on `listener` until `shutdown` stops it, then drains
 /// connections for up to `limits.drain_timeout`. `make_service` builds the
 /// service for each connection once its handshake is done, so it can carry
@@ -201,13 +238,8 @@ pub async fn serve_tls<F, S, B>(
     limits: Limits,
 ) where
     F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + Unpin + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     let max = limits.max_connections.clamp(1, u32::MAX as usize);
     let slots = Arc::new(Semaphore::new(max));
@@ -340,13 +372,8 @@ impl<F> Shared<F> {
     async fn connection<S, B>(&self, tcp: tokio::net::TcpStream, remote: SocketAddr)
     where
         F: Fn(&ConnInfo) -> S,
-        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + Unpin + 'static,
-        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
+        S: ConnService<B>,
+        B: ResponseBody,
     {
         let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await
         {
