@@ -49,32 +49,17 @@ pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 /// The request head's header bytes: room for a large JWT (a few KiB) and
 /// cookies, like nginx's 4 x 8 KiB header buffers.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
-/// Open client connections before new ones are closed at once; the
-/// process raises its descriptor limit at start and never plans more than
-/// half of it for clients (each may need one connection to SMH).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// A request head (HTTP/1.1) or header block (HTTP/2) must be complete
-/// this long after it starts, and a new connection must send its first
-/// request within it (slowloris).
-pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
-/// An HTTP/2 connection with no open stream is closed after this long;
-/// HTTP/1.1 keep-alive waits are bounded by the header-read timeout.
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
-/// Concurrent streams per HTTP/2 connection: the RFC 9113 recommended
-/// minimum, what browsers expect.
-pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+// The listener's own defaults live with the listener (src/server).
+pub use crate::server::{
+    DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_HEADER_READ_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT_SECS,
+};
 /// The longest timeout any duration setting may name.
 pub const MAX_DURATION_SECS: u64 = 86_400;
-/// A response that makes no progress this long (the client stopped
-/// reading, or gives HTTP/2 no flow-control window) drops its connection;
-/// nginx's `send_timeout` default.
-pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 60;
 /// After SIGTERM `/readyz` answers 503 while the listener keeps accepting
 /// this long, so load balancers stop sending before connections are
 /// refused (a few health-check intervals).
 pub const DEFAULT_LAME_DUCK_SECS: u64 = 5;
-/// How long in-flight requests get to finish once the listener closes.
-pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 /// Distinct token keys (library x device x grant) one user may hold in
 /// the cache; another is refused with 429 until one expires.
 pub const DEFAULT_MAX_TOKEN_KEYS_PER_USER: usize = 32;

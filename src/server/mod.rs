@@ -57,6 +57,27 @@ pub const MAX_URI_BACKSTOP: usize = 60 * 1024;
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Open client connections before new ones are closed at once; the
+/// process raises its descriptor limit at start and never plans more than
+/// half of it for clients (the rest are for SMH, files and the admin port).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// A request head (HTTP/1.1) or header block (HTTP/2) must be complete
+/// this long after it starts, and a new connection must send its first
+/// request within it (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
+/// An HTTP/2 connection with no open stream is closed after this long;
+/// HTTP/1.1 keep-alive waits are bounded by the header-read timeout.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Concurrent streams per HTTP/2 connection: the RFC 9113 recommended
+/// minimum, what browsers expect.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// A response that makes no progress this long (the client stopped
+/// reading, or gives HTTP/2 no flow-control window) drops its connection;
+/// nginx's `send_timeout` default.
+pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 60;
+/// How long in-flight requests get to finish once the listener closes.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+
 /// Connection limits and timeouts of one listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -70,14 +91,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        use crate::config as c;
         Self {
-            max_connections: c::DEFAULT_MAX_CONNECTIONS,
-            header_read_timeout: Duration::from_secs(c::DEFAULT_HEADER_READ_TIMEOUT_SECS),
-            idle_timeout: Duration::from_secs(c::DEFAULT_IDLE_TIMEOUT_SECS),
-            max_concurrent_streams: c::DEFAULT_MAX_CONCURRENT_STREAMS,
-            send_timeout: Duration::from_secs(c::DEFAULT_SEND_TIMEOUT_SECS),
-            drain_timeout: Duration::from_secs(c::DEFAULT_DRAIN_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_SECS),
+            drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
         }
     }
 }

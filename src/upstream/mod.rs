@@ -149,16 +149,16 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match &self.transport {
             Transport::H1(pool) => {
-                let empty = http_body::Body::is_end_stream(req.body());
-                let method = req.method().clone();
+                // hyper sends no length for an empty body; a POST or PUT
+                // without one is 411 at servers that require it (RFC 9110
+                // 8.6: a user agent should send `Content-Length: 0`).
+                let needs_zero_length = http_body::Body::is_end_stream(req.body())
+                    && (req.method() == http::Method::POST || req.method() == http::Method::PUT);
                 let headers = req.headers_mut();
                 headers
                     .entry(http::header::HOST)
                     .or_insert_with(|| self.host.clone());
-                // hyper sends no length for an empty body; a POST or PUT
-                // without one is 411 at servers that require it (RFC 9110
-                // 8.6: a user agent should send `Content-Length: 0`).
-                if empty && (method == http::Method::POST || method == http::Method::PUT) {
+                if needs_zero_length {
                     headers
                         .entry(http::header::CONTENT_LENGTH)
                         .or_insert(HeaderValue::from_static("0"));
