@@ -11,7 +11,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use http::Method;
 use smh_gateway::audit::{AuditRecord, Target};
-use smh_gateway::config::Config;
 use smh_gateway::emulator::{Emulator, EmulatorConfig};
 use smh_gateway::error::GatewayError;
 use smh_gateway::gateway::route::SmhRoute;
@@ -85,17 +84,12 @@ fn token_cache_hit(c: &mut Criterion) {
         .unwrap();
     let metrics = Arc::new(Metrics::new(&[emu.library_id().to_string()]));
     let lib: Arc<str> = Arc::from(emu.library_id());
-    let mut targets = std::collections::HashMap::new();
-    targets.insert(
-        lib.clone(),
-        MintTarget {
-            upstream,
-            secret: smh_gateway::config::Secret::new(emu.library_secret()),
-            metrics_idx: 0,
-        },
-    );
+    let target = MintTarget {
+        upstream,
+        secret: smh_gateway::secret::Secret::new(emu.library_secret()),
+        metrics_idx: 0,
+    };
     let tokens = TokenService::new(
-        targets,
         smh_gateway::smh::token::CacheLimits {
             capacity: 100_000,
             max_bytes: 64 << 20,
@@ -114,16 +108,16 @@ fn token_cache_hit(c: &mut Criterion) {
         grant: Arc::from("create_directory,upload_file"),
         period_secs: 3600,
     };
-    rt.block_on(tokens.get(&key)).unwrap();
+    rt.block_on(tokens.get(&key, &target)).unwrap();
     c.bench_function("token_cache_hit", |b| {
         b.to_async(&rt)
-            .iter(|| async { tokens.get(black_box(&key)).await.unwrap() })
+            .iter(|| async { tokens.get(black_box(&key), &target).await.unwrap() })
     });
     let mut memo = TokenMemo::default();
     let now = Instant::now();
     c.bench_function("token_memo_hit", |b| {
         b.iter(|| {
-            rt.block_on(tokens.get_memoized(black_box(&key), &mut memo, now))
+            rt.block_on(tokens.get_memoized(black_box(&key), &target, &mut memo, now))
                 .unwrap()
         })
     });
@@ -131,6 +125,7 @@ fn token_cache_hit(c: &mut Criterion) {
 }
 
 fn sessions(c: &mut Criterion) {
+    smh_gateway::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,10 +150,25 @@ issuer = "https://login.example.test"
 audience = "smh-gateway"
 "#
     );
-    let cfg = Config::parse(&toml, "bench.toml").unwrap();
+    // A whole configuration needs a listener certificate.
+    let tls = std::env::temp_dir().join(format!("smh-bench-tls-{}", std::process::id()));
+    smh_gateway::tls::ThrowAwayPki::generate(&[])
+        .unwrap()
+        .write_to(&tls)
+        .unwrap();
+    let toml = format!(
+        "[listener]\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n{toml}",
+        d = tls.display()
+    );
+    let cfg = smh_gateway::config::parse(
+        &toml,
+        "bench.toml",
+        &smh_gateway::config::Environment::from_pairs::<&str, &str>([]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let validator = rt
-        .block_on(SessionValidator::from_config(
-            &cfg.session,
+        .block_on(SessionValidator::new(
+            cfg.session,
             Duration::from_secs(5),
             Vec::new(),
         ))

@@ -5,6 +5,7 @@
 //! bearer admin token.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,16 +16,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
-use crate::config::Secret;
-use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::server::Shutdown;
 
 /// How long an upstream reachability result is reused by `/readyz`, so
 /// frequent probes do not turn into a stream of calls to SMH.
 const UPSTREAM_CHECK_TTL: Duration = Duration::from_secs(5);
-/// An upstream that does not answer within this long counts as unreachable.
-const UPSTREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Set once start-up has finished, cleared when draining; read by `/readyz`.
 #[derive(Debug, Default, Clone)]
@@ -42,32 +40,68 @@ impl Readiness {
     }
 }
 
-/// What the admin routes read. The gateway is filled in once built, so the
-/// admin port can answer (not ready) while start-up is still running.
-pub struct AdminState {
-    pub readiness: Readiness,
-    pub metrics: Arc<Metrics>,
-    pub gateway: OnceLock<Arc<Gateway>>,
-    pub token: Option<Secret>,
-    pub check_upstreams: bool,
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub generation: u64,
+    /// Settings that differ in the file but apply only after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Everything the admin routes may ask of the gateway; the admin server
+/// sees nothing else of it.
+pub trait Control: Send + Sync + 'static {
+    fn libraries(&self) -> Vec<String>;
+    fn token_cache_entries(&self) -> impl Future<Output = u64> + Send;
+    fn session_cache_entries(&self) -> u64;
+    fn flush_tokens(&self);
+    fn reload(&self) -> impl Future<Output = Result<ReloadReport, String>> + Send;
+    /// Whether every library's SMH endpoint answers.
+    fn upstreams_reachable(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether the session keys are current (JWKS fetched).
+    fn session_keys_current(&self) -> Result<(), String>;
+}
+
+/// What `/readyz` checks besides start-up having finished.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks {
+    /// Each library's SMH token endpoint answers over TLS.
+    pub upstreams: bool,
+    /// The JWKS (if any) was fetched successfully last time.
+    pub session_keys: bool,
+}
+
+/// What the admin routes read. The control is filled in once the gateway
+/// is built, so the admin port can answer (not ready) while start-up is
+/// still running.
+pub struct AdminState<C> {
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+    control: OnceLock<Arc<C>>,
+    token: Option<Secret>,
+    checks: Checks,
     upstream_check: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
-impl AdminState {
+impl<C: Control> AdminState<C> {
     pub fn new(
         readiness: Readiness,
         metrics: Arc<Metrics>,
         token: Option<Secret>,
-        check_upstreams: bool,
+        checks: Checks,
     ) -> Self {
         Self {
             readiness,
             metrics,
-            gateway: OnceLock::new(),
+            control: OnceLock::new(),
             token,
-            check_upstreams,
+            checks,
             upstream_check: Mutex::new(None),
         }
+    }
+
+    pub fn set_control(&self, control: Arc<C>) {
+        let _ = self.control.set(control);
     }
 }
 
@@ -79,7 +113,11 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves the admin routes over plain HTTP (loopback by default).
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Shutdown) {
+pub async fn serve<C: Control>(
+    listener: TcpListener,
+    state: Arc<AdminState<C>>,
+    shutdown: Shutdown,
+) {
     // HTTP/1.1 only: probes and scrapers speak it, and hyper's header-read
     // timeout then covers a connection from its first byte (protocol
     // sniffing would wait for that byte without one).
@@ -114,7 +152,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Shut
     }
 }
 
-async fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
+async fn route<C: Control>(req: Request<Incoming>, state: &AdminState<C>) -> Response<Body> {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/admin/v1/") {
         return admin_api(&req, rest, state).await;
@@ -139,72 +177,57 @@ async fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
     }
 }
 
-async fn readyz(state: &AdminState) -> Response<Body> {
-    if !state.readiness.is_ready() {
+async fn readyz<C: Control>(state: &AdminState<C>) -> Response<Body> {
+    let Some(control) = state.control.get().filter(|_| state.readiness.is_ready()) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "starting or draining\n");
+    };
+    if state.checks.session_keys {
+        if let Err(e) = control.session_keys_current() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("session keys: {e}\n"),
+            );
+        }
     }
-    if state.check_upstreams {
-        if let Err(e) = upstreams_reachable(state).await {
+    if state.checks.upstreams {
+        if let Err(e) = upstreams_reachable(state, control).await {
             return text(StatusCode::SERVICE_UNAVAILABLE, &format!("upstream: {e}\n"));
         }
     }
     text(StatusCode::OK, "ready\n")
 }
 
-/// Any HTTP answer from each library's token endpoint (SMH answers 400 to
-/// a bare call) proves DNS, TCP, TLS trust and SMH itself are there.
-async fn upstreams_reachable(state: &AdminState) -> Result<(), String> {
-    if let Some((at, r)) = &*state
-        .upstream_check
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-    {
+/// The control's probe, its result reused for [`UPSTREAM_CHECK_TTL`].
+async fn upstreams_reachable<C: Control>(state: &AdminState<C>, control: &C) -> Result<(), String> {
+    if let Some((at, r)) = &*crate::sync::lock(&state.upstream_check) {
         if at.elapsed() < UPSTREAM_CHECK_TTL {
             return r.clone();
         }
     }
-    let Some(gw) = state.gateway.get() else {
-        return Err("not built".into());
-    };
-    let mut result = Ok(());
-    for lib in gw.libraries.values() {
-        let uri = lib
-            .upstream
-            .uri("/api/v1/token")
-            .map_err(|e| e.to_string())?;
-        let req = Request::builder()
-            .uri(uri)
-            .body(body::empty())
-            .map_err(|e| e.to_string())?;
-        let answered = tokio::time::timeout(UPSTREAM_CHECK_TIMEOUT, lib.upstream.send(req)).await;
-        match answered {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => result = Err(format!("library {}: {e}", lib.id)),
-            Err(_) => result = Err(format!("library {}: timed out", lib.id)),
-        }
-    }
-    *state
-        .upstream_check
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), result.clone()));
+    let result = control.upstreams_reachable().await;
+    *crate::sync::lock(&state.upstream_check) = Some((Instant::now(), result.clone()));
     result
 }
 
-async fn refresh_sampled_gauges(state: &AdminState) {
-    if let Some(gw) = state.gateway.get() {
+async fn refresh_sampled_gauges<C: Control>(state: &AdminState<C>) {
+    if let Some(control) = state.control.get() {
         state
             .metrics
             .token_cache_entries
-            .set(gw.tokens.entry_count().await as i64);
+            .set(control.token_cache_entries().await as i64);
         state
             .metrics
             .session_cache_entries
-            .set(gw.sessions.cached() as i64);
+            .set(control.session_cache_entries() as i64);
     }
 }
 
 /// `/admin/v1/*`: disabled without a configured token; constant-time check.
-async fn admin_api(req: &Request<Incoming>, rest: &str, state: &AdminState) -> Response<Body> {
+async fn admin_api<C: Control>(
+    req: &Request<Incoming>,
+    rest: &str,
+    state: &AdminState<C>,
+) -> Response<Body> {
     let Some(expected) = &state.token else {
         return text(
             StatusCode::NOT_FOUND,
@@ -223,28 +246,43 @@ async fn admin_api(req: &Request<Incoming>, rest: &str, state: &AdminState) -> R
     if digest(presented.as_bytes()).as_ref() != digest(expected.expose().as_bytes()).as_ref() {
         return text(StatusCode::UNAUTHORIZED, "admin token required\n");
     }
-    let Some(gw) = state.gateway.get() else {
+    let Some(control) = state.control.get() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
     };
     match (req.method(), rest) {
-        (&Method::GET, "status") => {
-            let mut libraries: Vec<&str> = gw.libraries.keys().map(String::as_str).collect();
-            libraries.sort_unstable();
-            body::json_response(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "ready": state.readiness.is_ready(),
-                    "libraries": libraries,
-                    "token_cache_entries": gw.tokens.entry_count().await,
-                    "session_cache_entries": gw.sessions.cached(),
-                }),
-            )
-        }
+        (&Method::GET, "status") => body::json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "ready": state.readiness.is_ready(),
+                "libraries": control.libraries(),
+                "token_cache_entries": control.token_cache_entries().await,
+                "session_cache_entries": control.session_cache_entries(),
+            }),
+        ),
         (&Method::POST, "tokens/flush") => {
-            gw.tokens.clear();
+            control.flush_tokens();
             tracing::info!("admin: token cache flushed");
             body::json_response(StatusCode::OK, &serde_json::json!({"flushed": true}))
+        }
+        (&Method::POST, "reload") => match control.reload().await {
+            Ok(report) => body::json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "reloaded": true,
+                    "generation": report.generation,
+                    "needs_restart": report.needs_restart,
+                }),
+            ),
+            // The file is the operator's: what is wrong with it is theirs
+            // to read (it names places in the file, never secret values).
+            Err(e) => body::json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({"reloaded": false, "error": e}),
+            ),
+        },
+        (_, "status" | "tokens/flush" | "reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "no such admin route\n"),
     }

@@ -1,7 +1,8 @@
-//! Assembles a running gateway from a [`Config`]: metrics and audit, the
+//! Assembles a running gateway from [`Settings`]: metrics and audit, the
 //! admin listener (first, so `/readyz` answers "starting" during start-up),
 //! libraries and their upstream clients, sessions, policy, tokens, and the
-//! client listener with its stack and reloadable certificate.
+//! client listener with its stack and reloadable certificate; and reloads
+//! (SIGHUP, `POST /admin/v1/reload`) that swap all of it but the sockets.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use tokio::sync::Semaphore;
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{self, AdminState, Control, Readiness, ReloadReport};
 use crate::audit::Audit;
-use crate::config::Config;
+use crate::config::{Environment, FixedAtStart, LibrarySettings, Settings};
 use crate::gateway::cors::Cors;
-use crate::gateway::{Gateway, Library};
+use crate::gateway::{Active, Gateway, Library};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::{self, ConnInfo, ConnObserver, Shutdown};
@@ -23,6 +25,13 @@ use crate::session::SessionValidator;
 use crate::smh::token::{MintTarget, TokenService};
 use crate::tls::ReloadableCert;
 use crate::upstream::Upstream;
+
+/// Where a reload reads the configuration again.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub env: Environment,
+}
 
 /// A started gateway: where it listens and how to stop or reload it.
 pub struct Running {
@@ -32,7 +41,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub shutdown: Shutdown,
-    cert: Arc<ReloadableCert>,
+    reloader: Arc<Reloader>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     admin_shutdown: Shutdown,
     admin_task: tokio::task::JoinHandle<()>,
@@ -73,30 +82,96 @@ impl Running {
         let _ = self.admin_task.await;
     }
 
-    /// Re-reads the configuration file and swaps in the listener
-    /// certificate (SIGHUP). Other settings need a restart; a failed reload
-    /// keeps everything as it was.
-    pub fn reload(&self, config_path: &std::path::Path) -> anyhow::Result<()> {
-        let result = Config::load(config_path)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|cfg| {
-                let (cert, key) = tls_paths(&cfg)?;
-                Ok(self.cert.reload(&cert, &key)?)
-            });
-        match result {
-            Ok(not_after) => {
+    /// Re-reads the configuration file and swaps in everything a running
+    /// process can change (SIGHUP). A file that does not load changes
+    /// nothing but a log line and `smh_gateway_config_reloads_total`.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        self.reloader.reload().await
+    }
+}
+
+/// Reloads, one at a time.
+struct Reloader {
+    source: Option<ConfigSource>,
+    gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
+    cert: Arc<ReloadableCert>,
+    state: tokio::sync::Mutex<Loaded>,
+}
+
+/// What the running generation was built from.
+struct Loaded {
+    generation: u64,
+    fixed: FixedAtStart,
+    libraries: Vec<LibrarySettings>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<ReloadReport, String> {
+        let result = self.try_reload().await;
+        match &result {
+            Ok(report) => {
                 self.metrics.config_reload_ok.inc();
                 self.metrics.config_last_reload_success.set(unix_now());
-                self.metrics.certificate_not_after.set(not_after);
-                tracing::info!("configuration reloaded: listener certificate replaced (other settings apply on restart)");
-                Ok(())
+                if report.needs_restart.is_empty() {
+                    tracing::info!(
+                        generation = report.generation,
+                        "configuration reloaded: libraries, sessions, roles, CORS, request limits and certificate swapped in"
+                    );
+                } else {
+                    tracing::warn!(
+                        generation = report.generation,
+                        needs_restart = %report.needs_restart.join(", "),
+                        "configuration reloaded; these changed settings take effect only after a restart"
+                    );
+                }
             }
             Err(e) => {
                 self.metrics.config_reload_failed.inc();
-                tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
-                Err(e)
+                tracing::error!(error = %e, "configuration reload failed; the running configuration is unchanged");
             }
         }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<ReloadReport, String> {
+        let Some(source) = &self.source else {
+            return Err("this gateway was not started from a file".into());
+        };
+        let mut state = self.state.lock().await;
+        let settings =
+            crate::config::load_with(&source.path, &source.env).map_err(|e| e.to_string())?;
+        let fixed = settings.fixed();
+        let needs_restart = state.fixed.changes(&fixed);
+        let previous = self.gateway.active();
+        let generation = state.generation + 1;
+        let libraries = settings.libraries.clone();
+        // Built completely before anything is swapped: a failure here
+        // leaves the running generation as it was.
+        let (active, changed) = build_active(
+            settings,
+            generation,
+            &self.metrics,
+            Some((&previous, &state.libraries)),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        let not_after = self
+            .cert
+            .reload(&active.cert_file, &active.key_file)
+            .map_err(|e| e.to_string())?;
+        self.metrics.certificate_not_after.set(not_after);
+        self.gateway.replace(active.active);
+        for id in changed {
+            self.gateway.tokens.forget_library(&id);
+        }
+        state.generation = generation;
+        state.fixed = fixed;
+        state.libraries = libraries;
+        Ok(ReloadReport {
+            generation,
+            needs_restart,
+        })
     }
 }
 
@@ -107,102 +182,114 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn tls_paths(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
-    match (&cfg.listener.cert_file, &cfg.listener.key_file) {
-        (Some(c), Some(k)) => Ok((c.get_ref().0.clone(), k.get_ref().0.clone())),
-        _ => anyhow::bail!("listener.cert_file and listener.key_file are required"),
-    }
+/// One generation's request-path settings, and the certificate to serve.
+struct Built {
+    active: Active,
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
-/// Builds the request-path state from the configuration.
-pub async fn build_gateway(
-    cfg: &Config,
-    metrics: Arc<Metrics>,
-    audit: Audit,
-) -> anyhow::Result<Gateway> {
+/// Builds the reloadable settings. With `previous`, a library whose
+/// upstream is unchanged keeps its client (and pool), and the ids of
+/// libraries that changed or went away are returned so their cached
+/// tokens can be dropped.
+async fn build_active(
+    cfg: Settings,
+    generation: u64,
+    metrics: &Arc<Metrics>,
+    previous: Option<(&Active, &[LibrarySettings])>,
+) -> anyhow::Result<(Built, Vec<String>)> {
     let connect_timeout = Duration::from_secs(cfg.upstream.connect_timeout_secs);
     let pool_idle = Duration::from_secs(cfg.upstream.pool_idle_secs);
+    let read_timeout = Duration::from_secs(cfg.upstream.read_timeout_secs);
     let mut libraries = HashMap::new();
-    let mut targets = HashMap::new();
     for lib in &cfg.libraries {
-        let lib = lib.get_ref();
-        let id = lib.id.get_ref().clone();
-        let extra_ca = match &lib.ca_file {
-            Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
-            None => Vec::new(),
+        let kept = previous.and_then(|(active, old)| {
+            let before = old.iter().find(|o| o.id == lib.id)?;
+            let running = active.libraries.get(&lib.id)?;
+            before.same_upstream(lib).then(|| running.upstream.clone())
+        });
+        let upstream = match kept {
+            Some(u) => u,
+            None => Upstream::new(
+                &lib.upstream_url,
+                &lib.extra_ca,
+                connect_timeout,
+                pool_idle,
+                read_timeout,
+                cfg.upstream.http2,
+            )
+            .with_context(|| format!("library {}: upstream", lib.id))?,
         };
-        let upstream = Upstream::new(
-            &lib.upstream_url(),
-            &extra_ca,
-            connect_timeout,
-            pool_idle,
-            Duration::from_secs(cfg.upstream.read_timeout_secs),
-            cfg.upstream.http2,
-        )
-        .with_context(|| format!("library {id}: upstream"))?;
-        let secret = lib
-            .secret_source()
-            .resolve()
-            .map_err(|e| anyhow::anyhow!("library {id}: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("library {id}: no secret configured"))?;
-        let metrics_idx = metrics.library_index(&id);
-        let id: Arc<str> = Arc::from(id.as_str());
-        targets.insert(
-            id.clone(),
-            MintTarget {
-                upstream: upstream.clone(),
-                secret,
-                metrics_idx,
-            },
-        );
+        let metrics_idx = metrics.library_index(&lib.id);
+        let id: Arc<str> = Arc::from(lib.id.as_str());
         libraries.insert(
-            id.to_string(),
+            lib.id.clone(),
             Library {
                 id,
+                mint: MintTarget {
+                    upstream: upstream.clone(),
+                    secret: lib.secret.clone(),
+                    metrics_idx,
+                },
                 upstream,
                 metrics_idx,
             },
         );
     }
-    let tokens = TokenService::new(
-        targets,
-        crate::smh::token::CacheLimits {
-            capacity: cfg.tokens.cache_capacity,
-            max_bytes: cfg.tokens.cache_max_bytes,
-            max_keys_per_user: cfg.tokens.max_keys_per_user,
-            refused_retry: Duration::from_secs(cfg.tokens.refused_retry_secs),
-        },
-        Duration::from_secs(cfg.tokens.safety_margin_secs),
-        Duration::from_secs(cfg.tokens.max_age_secs),
-        metrics.clone(),
-    );
-    Ok(Gateway {
+    let changed = match previous {
+        Some((_, old)) => old
+            .iter()
+            .filter(|o| !cfg.libraries.iter().any(|n| n.same_upstream(o)))
+            .map(|o| o.id.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let policy = Policy::new(cfg.roles);
+    let sessions =
+        SessionValidator::new(cfg.session, connect_timeout, policy.referenced_claims()).await?;
+    let max_concurrent = cfg.limits.max_concurrent_requests;
+    let concurrency = match previous {
+        // Same size: the same permits, so requests in flight across the
+        // reload still count against the limit.
+        Some((active, _)) if active.concurrency_size == max_concurrent => {
+            active.concurrency.clone()
+        }
+        _ => Arc::new(Semaphore::new(max_concurrent)),
+    };
+    let l = &cfg.limits;
+    let active = Active {
+        generation,
         libraries,
-        sessions: SessionValidator::from_config(
-            &cfg.session,
-            connect_timeout,
-            crate::policy::referenced_claims(&cfg.roles),
-        )
-        .await?,
-        policy: Policy::from_config(&cfg.roles).map_err(anyhow::Error::msg)?,
-        tokens,
-        replay_body_limit: cfg.limits.replay_body_limit_bytes,
+        sessions,
+        policy,
+        cors: cfg.cors.as_ref().map(Cors::new),
         limits: crate::gateway::limits::RequestLimits {
-            max_uri_bytes: cfg.limits.max_uri_bytes,
-            max_headers: cfg.limits.max_request_headers,
-            max_header_bytes: cfg.limits.max_request_header_bytes,
-            max_body_bytes: cfg.limits.max_body_bytes,
+            max_uri_bytes: l.max_uri_bytes,
+            max_headers: l.max_request_headers,
+            max_header_bytes: l.max_request_header_bytes,
+            max_body_bytes: l.max_body_bytes,
         },
-        metrics,
-        audit,
-    })
+        replay_body_limit: l.replay_body_limit_bytes,
+        request_timeout: Duration::from_secs(l.request_timeout_secs),
+        concurrency,
+        concurrency_size: max_concurrent,
+    };
+    Ok((
+        Built {
+            active,
+            cert_file: cfg.listener.cert_file,
+            key_file: cfg.listener.key_file,
+        },
+        changed,
+    ))
 }
 
 /// The listener's limits from `[limits]`. The default connection cap is
 /// lowered to half the process's descriptors (each client connection may
 /// need one to SMH as well), so the cap, not `EMFILE`, refuses a flood; a
 /// configured cap above that is kept with a warning.
-fn listener_limits(cfg: &Config) -> server::Limits {
+fn listener_limits(cfg: &Settings) -> server::Limits {
     let l = &cfg.limits;
     let descriptors = crate::fdlimit::raise_and_get();
     let half = descriptors.map_or(usize::MAX, |n| {
@@ -262,28 +349,87 @@ impl ConnObserver for ConnMetrics {
     }
 }
 
+/// What the admin routes may ask of the running gateway.
+struct AppControl {
+    gateway: Arc<Gateway>,
+    reloader: Arc<Reloader>,
+}
+
+/// How long `/readyz`'s upstream probe waits for an answer.
+const UPSTREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Control for AppControl {
+    fn libraries(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.gateway.active().libraries.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    async fn token_cache_entries(&self) -> u64 {
+        self.gateway.tokens.entry_count().await
+    }
+
+    fn session_cache_entries(&self) -> u64 {
+        self.gateway.active().sessions.cached()
+    }
+
+    fn flush_tokens(&self) {
+        self.gateway.tokens.clear();
+    }
+
+    async fn reload(&self) -> Result<ReloadReport, String> {
+        self.reloader.reload().await
+    }
+
+    /// Any HTTP answer from each library's token endpoint (SMH answers 400
+    /// to a bare call) proves DNS, TCP, TLS trust and SMH's token API are
+    /// there.
+    async fn upstreams_reachable(&self) -> Result<(), String> {
+        let active = self.gateway.active();
+        for lib in active.libraries.values() {
+            let uri = lib
+                .upstream
+                .uri("/api/v1/token")
+                .map_err(|e| e.to_string())?;
+            let req = http::Request::builder()
+                .uri(uri)
+                .body(crate::body::empty())
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(UPSTREAM_CHECK_TIMEOUT, lib.upstream.send(req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("library {}: {e}", lib.id)),
+                Err(_) => return Err(format!("library {}: timed out", lib.id)),
+            }
+        }
+        Ok(())
+    }
+
+    fn session_keys_current(&self) -> Result<(), String> {
+        self.gateway.active().sessions.keys_current()
+    }
+}
+
 /// Starts the admin listener, builds everything, then starts the client
-/// listener. Readiness turns true only at the end.
-pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    let library_ids: Vec<String> = cfg
-        .libraries
-        .iter()
-        .map(|l| l.get_ref().id.get_ref().clone())
-        .collect();
+/// listener. Readiness turns true only at the end. `source` is where
+/// reloads read the configuration again (none: reloads are refused).
+pub async fn start(
+    cfg: Settings,
+    source: Option<ConfigSource>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Running> {
+    let library_ids: Vec<String> = cfg.libraries.iter().map(|l| l.id.clone()).collect();
     let metrics = Arc::new(Metrics::new(&library_ids));
     let readiness = Readiness::default();
-    let admin_token = cfg
-        .admin
-        .token_source()
-        .resolve()
-        .map_err(|e| anyhow::anyhow!("admin token: {e}"))?;
     let admin_state = Arc::new(AdminState::new(
         readiness.clone(),
         metrics.clone(),
-        admin_token,
-        cfg.admin.check_upstreams,
+        cfg.admin.token.clone(),
+        admin::Checks {
+            upstreams: cfg.admin.check_upstreams,
+            session_keys: cfg.admin.check_session_keys,
+        },
     ));
-    let admin_listener = server::bind(cfg.admin.address.0).await?;
+    let admin_listener = server::bind(cfg.admin.address).await?;
     let admin_addr = admin_listener.local_addr()?;
     // The admin port has its own stop, after the client listener drained.
     let admin_shutdown = Shutdown::default();
@@ -294,23 +440,46 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
     ));
     let mut tasks = Vec::new();
 
-    let (cert_path, key_path) = tls_paths(cfg)?;
-    let (cert, not_after) = ReloadableCert::load(&cert_path, &key_path)?;
+    let (cert, not_after) = ReloadableCert::load(&cfg.listener.cert_file, &cfg.listener.key_file)?;
     metrics.certificate_not_after.set(not_after);
     let tls = cert.server_config(crate::tls::ALPN_H2_H1)?;
     let audit = Audit::start(&cfg.audit, metrics.clone())?;
-    let gateway = Arc::new(build_gateway(cfg, metrics.clone(), audit).await?);
-    let _ = admin_state.gateway.set(gateway.clone());
-    let cors = match &cfg.cors {
-        Some(c) => Some(Arc::new(Cors::from_config(c)?)),
-        None => None,
-    };
-    let service = gateway.service(
-        Duration::from_secs(cfg.limits.request_timeout_secs),
-        cfg.limits.max_concurrent_requests,
-        cors,
+    let fixed = cfg.fixed();
+    let limits = listener_limits(&cfg);
+    let listen = cfg.listener.address;
+    let lame_duck = Duration::from_secs(cfg.limits.lame_duck_secs);
+    let libraries = cfg.libraries.clone();
+    let t = &cfg.tokens;
+    let tokens = TokenService::new(
+        crate::smh::token::CacheLimits {
+            capacity: t.cache_capacity,
+            max_bytes: t.cache_max_bytes,
+            max_keys_per_user: t.max_keys_per_user,
+            refused_retry: Duration::from_secs(t.refused_retry_secs),
+        },
+        Duration::from_secs(t.safety_margin_secs),
+        Duration::from_secs(t.max_age_secs),
+        metrics.clone(),
     );
-    let listener = server::bind(cfg.listener.address.0).await?;
+    let (built, _) = build_active(cfg, 1, &metrics, None).await?;
+    let gateway = Arc::new(Gateway::new(built.active, tokens, metrics.clone(), audit));
+    let reloader = Arc::new(Reloader {
+        source,
+        gateway: gateway.clone(),
+        metrics: metrics.clone(),
+        cert: cert.clone(),
+        state: tokio::sync::Mutex::new(Loaded {
+            generation: 1,
+            fixed,
+            libraries,
+        }),
+    });
+    admin_state.set_control(Arc::new(AppControl {
+        gateway: gateway.clone(),
+        reloader: reloader.clone(),
+    }));
+    let service = gateway.service();
+    let listener = server::bind(listen).await?;
     let addr = listener.local_addr()?;
     tasks.push(tokio::spawn(server::serve_tls(
         listener,
@@ -318,11 +487,10 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         move |conn: &ConnInfo| service.for_connection(conn),
         Arc::new(ConnMetrics(metrics.clone())),
         shutdown.clone(),
-        listener_limits(cfg),
+        limits,
     )));
     metrics.config_last_reload_success.set(unix_now());
     readiness.set_ready();
-    tracing::info!(%addr, %admin_addr, "smh-gateway listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -330,10 +498,10 @@ pub async fn start(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<Running> 
         metrics,
         readiness,
         shutdown,
-        cert,
+        reloader,
         tasks,
         admin_shutdown,
         admin_task,
-        lame_duck: Duration::from_secs(cfg.limits.lame_duck_secs),
+        lame_duck,
     })
 }

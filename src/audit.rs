@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use http::Method;
 use serde::Serialize;
 
-use crate::config::{AuditConfig, AuditSink};
+use crate::config::{AuditSettings, AuditSink};
 use crate::gateway::request_id::RequestId;
 use crate::metrics::Metrics;
 
@@ -300,19 +300,15 @@ impl std::fmt::Debug for Audit {
 
 impl Audit {
     /// Starts the writer thread for `cfg` (none when the sink is `off`).
-    pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn start(cfg: &AuditSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         if cfg.sink == AuditSink::Off {
             return Ok(Self { tx: None, metrics });
         }
         let file = match cfg.sink {
             AuditSink::File | AuditSink::Both => {
-                let path = cfg
-                    .file
-                    .as_ref()
-                    .map(|p| p.get_ref().0.clone())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("audit.file is required for sink {:?}", cfg.sink)
-                    })?;
+                let path = cfg.file.clone().ok_or_else(|| {
+                    anyhow::anyhow!("audit.file is required for sink {:?}", cfg.sink)
+                })?;
                 Some(RotatingFile::open(path, cfg.max_file_bytes, cfg.max_files)?)
             }
             _ => None,

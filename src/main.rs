@@ -5,25 +5,46 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use smh_gateway::config::{Config, LogConfig, LogFormat};
+use smh_gateway::config::{LogConfig, LogFormat};
 use smh_gateway::emulator::{Emulator, EmulatorConfig};
 use smh_gateway::server::Shutdown;
+
+/// Exit status for a configuration that does not load (sysexits'
+/// EX_CONFIG), so supervisors and scripts can tell a bad file from a
+/// runtime failure (1) and a command-line mistake (2, clap's).
+const EXIT_BAD_CONFIG: u8 = 78;
+/// Exit status for a bad command line: clap's own.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
     name = "smh-gateway",
-    version,
-    about = "Gateway for Tencent Cloud Smart Media Hosting: business sessions in, per-user SMH tokens out"
+    version = smh_gateway::build_info::LONG_VERSION,
+    about = "Gateway for Tencent Cloud Smart Media Hosting: business sessions in, per-user SMH tokens out",
+    after_help = "Exit status: 0 success, 1 runtime failure, 2 bad command line, 78 bad configuration.\nEvery flag can also be set through the environment variable shown with it."
 )]
 struct Cli {
+    /// Log filter (`info`, `debug`, `smh_gateway=debug,hyper=info`); wins
+    /// over RUST_LOG and the file's `log.level`.
+    #[arg(long, global = true, env = "SMH_GATEWAY_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log line format; wins over the file's `log.format`.
+    #[arg(long, global = true, env = "SMH_GATEWAY_LOG_FORMAT", value_enum)]
+    log_format: Option<CliLogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliLogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -31,78 +52,125 @@ enum Command {
     /// Run the gateway with everything on one machine: the SMH emulator,
     /// throw-away TLS, a session signing key, and a printed session + curl lines.
     Dev {
+        /// A TOML fragment merged over the generated configuration (roles,
+        /// CORS, session sources, limits): try your settings against the emulator.
+        #[arg(long, short, env = "SMH_GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
         /// Gateway (client) listener.
-        #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], smh_gateway::dev::DEV_PORT)))]
+        #[arg(long, env = "SMH_GATEWAY_DEV_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], smh_gateway::dev::DEV_PORT)))]
         listen: SocketAddr,
         /// Admin listener (/metrics, /healthz, /readyz).
-        #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], smh_gateway::dev::DEV_ADMIN_PORT)))]
+        #[arg(long, env = "SMH_GATEWAY_DEV_ADMIN_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], smh_gateway::dev::DEV_ADMIN_PORT)))]
         admin_listen: SocketAddr,
         /// Emulator listener (default: any free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
+        #[arg(
+            long,
+            env = "SMH_GATEWAY_DEV_EMULATOR_LISTEN",
+            default_value = "127.0.0.1:0"
+        )]
         emulator_listen: SocketAddr,
         /// Where to write the generated config, TLS material and secrets (default: a new temp dir).
-        #[arg(long)]
+        #[arg(long, env = "SMH_GATEWAY_DEV_DIR")]
         dir: Option<PathBuf>,
     },
     /// Run the gateway for real from a configuration file.
     Run {
         /// The TOML configuration (see config/gateway.example.toml).
-        #[arg(long, short)]
+        #[arg(long, short, env = "SMH_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a configuration file and print a redacted summary.
+    /// Check a configuration file exactly as `run` would load it, and print
+    /// a redacted summary.
     CheckConfig {
-        /// The TOML file to check.
-        file: PathBuf,
+        /// The TOML configuration to check.
+        #[arg(
+            long,
+            short,
+            env = "SMH_GATEWAY_CONFIG",
+            required_unless_present = "file"
+        )]
+        config: Option<PathBuf>,
+        /// The older spelling, `check-config FILE` (kept for scripts).
+        #[arg(hide = true, conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
     /// Run the SMH + COS emulator alone (HTTPS with throw-away TLS).
     Emulator {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8444")]
+        #[arg(long, env = "SMH_EMULATOR_LISTEN", default_value = "127.0.0.1:8444")]
         listen: SocketAddr,
         /// LibraryId the emulator serves.
-        #[arg(long, default_value = smh_gateway::emulator::DEFAULT_LIBRARY_ID)]
+        #[arg(long, env = "SMH_EMULATOR_LIBRARY_ID", default_value = smh_gateway::emulator::DEFAULT_LIBRARY_ID)]
         library_id: String,
         /// Serve a multi-tenant library with these pre-created spaces.
-        #[arg(long = "space")]
+        #[arg(long = "space", env = "SMH_EMULATOR_SPACES", value_delimiter = ',')]
         spaces: Vec<String>,
         /// Directory for the throw-away CA certificate (default: a new temp dir).
-        #[arg(long)]
+        #[arg(long, env = "SMH_EMULATOR_STATE_DIR")]
         state_dir: Option<PathBuf>,
         /// Delay every token-API answer by this many milliseconds (to show
         /// that one slow mint does not hold up other users' requests).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, env = "SMH_EMULATOR_TOKEN_LATENCY_MS", default_value_t = 0)]
         token_latency_ms: u64,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line.
+    Man,
+}
+
+/// Log settings: the command line wins over the file.
+struct Logging<'a> {
+    level: Option<&'a str>,
+    format: Option<CliLogFormat>,
 }
 
 fn main() -> ExitCode {
     smh_gateway::tls::install_crypto_provider();
     let cli = Cli::parse();
+    let logging = Logging {
+        level: cli.log_level.as_deref(),
+        format: cli.log_format,
+    };
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config: path } => match Config::load(&path) {
+        Command::CheckConfig { config, file } => match config.or(file) {
+            Some(path) => check_config(&path),
+            None => unreachable!("clap requires one of them"),
+        },
+        Command::Run { config: path } => match smh_gateway::config::load(&path) {
             Ok(cfg) => {
-                init_logging_from(&cfg.log);
+                if let Err(e) = init_logging(&logging, &cfg.log) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
                 run_async(run(cfg, path))
             }
             Err(errors) => {
                 eprintln!("{errors}");
-                ExitCode::FAILURE
+                eprintln!("{}: not started (bad configuration)", path.display());
+                ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
         Command::Dev {
+            config,
             listen,
             admin_listen,
             emulator_listen,
             dir,
         } => {
-            init_logging();
+            if let Err(e) = init_logging(&logging, &LogConfig::default()) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             run_async(dev(smh_gateway::dev::DevOptions {
                 listen,
                 admin_listen,
                 emulator_listen,
                 dir,
+                fragment: config,
                 ..Default::default()
             }))
         }
@@ -113,7 +181,10 @@ fn main() -> ExitCode {
             state_dir,
             token_latency_ms,
         } => {
-            init_logging();
+            if let Err(e) = init_logging(&logging, &LogConfig::default()) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             run_async(emulator(
                 listen,
                 library_id,
@@ -121,6 +192,21 @@ fn main() -> ExitCode {
                 state_dir,
                 token_latency_ms,
             ))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "smh-gateway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -162,38 +248,60 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
     }
 }
 
-fn init_logging() {
-    init_logging_from(&LogConfig::default());
-}
-
-/// `RUST_LOG` wins over the config's level, so operators can turn up
-/// logging without editing the file.
-fn init_logging_from(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(cfg.level.as_deref().unwrap_or("info"))
-    });
+/// `--log-level` wins, then `RUST_LOG`, then the file's `log.level`.
+fn init_logging(cli: &Logging<'_>, cfg: &LogConfig) -> Result<(), String> {
+    let filter = match cli.level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("--log-level {level:?}: {e}"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(cfg.level.as_deref().unwrap_or("info"))
+        }),
+    };
+    let format = match cli.format {
+        Some(CliLogFormat::Json) => LogFormat::Json,
+        Some(CliLogFormat::Human) => LogFormat::Human,
+        None => cfg.format,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match cfg.format {
+    let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
     };
+    Ok(())
 }
 
-async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Result<()> {
     // Installed before start-up so an early SIGHUP reloads instead of
     // killing the process (the default action).
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let libraries: Vec<String> = cfg.libraries.iter().map(|l| l.id.clone()).collect();
+    let (listen, admin) = (cfg.listener.address, cfg.admin.address);
+    tracing::info!(
+        version = smh_gateway::build_info::VERSION,
+        commit = smh_gateway::build_info::COMMIT,
+        built = smh_gateway::build_info::BUILD_DATE,
+        config = %path.display(),
+        libraries = %libraries.join(","),
+        %listen,
+        %admin,
+        "smh-gateway starting"
+    );
     let shutdown = Shutdown::default();
-    let running = smh_gateway::app::start(&cfg, shutdown.clone()).await?;
+    let source = smh_gateway::app::ConfigSource {
+        path,
+        env: smh_gateway::config::Environment::process(),
+    };
+    let running = smh_gateway::app::start(cfg, Some(source), shutdown.clone()).await?;
+    tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "smh-gateway listening");
     #[cfg(unix)]
     {
         loop {
             tokio::select! {
-                _ = hup.recv() => { let _ = running.reload(&path); }
+                _ = hup.recv() => { let _ = running.reload().await; }
                 _ = wait_for_signal() => break,
             }
         }
@@ -239,7 +347,7 @@ async fn wait_for_signal() {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+    match smh_gateway::config::load(file) {
         Ok(cfg) => {
             println!("{}: OK", file.display());
             print!("{}", cfg.redacted_summary());
@@ -252,7 +360,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 file.display(),
                 errors.0.len()
             );
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
 }

@@ -8,9 +8,13 @@ use std::sync::{Arc, RwLock};
 
 use http::Method;
 
-use crate::config::{RoleConfig, DEFAULT_TOKEN_PERIOD_SECS};
 use crate::error::GatewayError;
 use crate::session::{claim_str, Session};
+
+/// SMH tokens the gateway asks for live one hour: short enough that a token
+/// outliving a failed revocation does little harm, long enough to amortise a
+/// mint across thousands of requests (SMH's own default is 24 h).
+pub const DEFAULT_TOKEN_PERIOD_SECS: u64 = 3600;
 
 /// The single-tenant SpaceId.
 pub const SINGLE_TENANT_SPACE: &str = "-";
@@ -106,6 +110,19 @@ pub enum SpacePattern {
     Claim(String),
 }
 
+/// Written the way the configuration spells it.
+impl std::fmt::Display for SpacePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Literal(l) => f.write_str(l),
+            Self::UserId => f.write_str("{user_id}"),
+            Self::ClientId => f.write_str("{client_id}"),
+            Self::Claim(c) => write!(f, "{{claims.{c}}}"),
+        }
+    }
+}
+
 impl SpacePattern {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
@@ -146,6 +163,19 @@ impl SpacePattern {
             }
         }
     }
+}
+
+/// One `[[role]]`, parsed: what a session holding it may ask SMH for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub name: String,
+    /// SMH grant names; empty = read-only.
+    pub grant: Vec<String>,
+    pub spaces: Vec<SpacePattern>,
+    /// Lifetime (and sliding extension) of SMH tokens minted for it.
+    pub period_secs: u64,
+    /// The gateway's allow-list; `None`: every operation.
+    pub operations: Option<Vec<OperationPattern>>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,46 +223,44 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Builds the policy; an entry that does not parse is an error (config
-    /// validation reports the same errors with their positions first).
-    pub fn from_config(roles: &[toml::Spanned<RoleConfig>]) -> Result<Self, String> {
-        let mut out = HashMap::new();
-        for r in roles {
-            let r = r.get_ref();
-            let name = r.name.get_ref();
-            let spaces = r
-                .spaces
-                .iter()
-                .map(|s| SpacePattern::parse(s.get_ref()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("role {name:?}: {e}"))?;
-            let operations = match &r.operations {
-                None => None,
-                Some(ops) => Some(
-                    ops.iter()
-                        .map(|o| OperationPattern::parse(o.get_ref()))
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| format!("role {name:?}: {e}"))?,
-                ),
-            };
-            out.insert(
-                name.clone(),
-                Arc::new(Role {
-                    grant: r.grant.clone(),
-                    spaces,
-                    period_secs: r
-                        .period_secs
-                        .as_ref()
-                        .map_or(DEFAULT_TOKEN_PERIOD_SECS, |p| *p.get_ref()),
-                    operations,
-                }),
-            );
-        }
-        Ok(Self {
-            roles: out,
+    /// The policy of these roles (parsed and checked by the configuration).
+    pub fn new(roles: Vec<RoleSpec>) -> Self {
+        let roles = roles
+            .into_iter()
+            .map(|r| {
+                (
+                    r.name,
+                    Arc::new(Role {
+                        grant: r.grant,
+                        spaces: r.spaces,
+                        period_secs: r.period_secs,
+                        operations: r.operations,
+                    }),
+                )
+            })
+            .collect();
+        Self {
+            roles,
             memo: RwLock::default(),
             no_space: Arc::from(""),
-        })
+        }
+    }
+
+    /// The claim names `{claims.NAME}` space templates read, so sessions
+    /// keep only those.
+    pub fn referenced_claims(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .roles
+            .values()
+            .flat_map(|r| r.spaces.iter())
+            .filter_map(|p| match p {
+                SpacePattern::Claim(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     fn role_set(&self, names: &Arc<[String]>) -> Arc<RoleSet> {
@@ -385,22 +413,6 @@ impl RoleSet {
     }
 }
 
-/// The claim names `{claims.NAME}` space templates read, so sessions keep
-/// only those.
-pub fn referenced_claims(roles: &[toml::Spanned<RoleConfig>]) -> Vec<String> {
-    let mut names: Vec<String> = roles
-        .iter()
-        .flat_map(|r| r.get_ref().spaces.iter())
-        .filter_map(|p| match SpacePattern::parse(p.get_ref()) {
-            Ok(SpacePattern::Claim(name)) => Some(name),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,10 +436,39 @@ mod tests {
     fn policy(toml_text: &str) -> Policy {
         #[derive(serde::Deserialize)]
         struct Roles {
-            role: Vec<toml::Spanned<RoleConfig>>,
+            role: Vec<Raw>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            name: String,
+            #[serde(default)]
+            grant: Vec<String>,
+            spaces: Option<Vec<String>>,
+            period_secs: Option<u64>,
+            operations: Option<Vec<String>>,
         }
         let r: Roles = toml::from_str(toml_text).unwrap();
-        Policy::from_config(&r.role).unwrap()
+        Policy::new(
+            r.role
+                .into_iter()
+                .map(|r| RoleSpec {
+                    name: r.name,
+                    grant: r.grant,
+                    spaces: r
+                        .spaces
+                        .unwrap_or_else(|| vec!["-".into()])
+                        .iter()
+                        .map(|s| SpacePattern::parse(s).unwrap())
+                        .collect(),
+                    period_secs: r.period_secs.unwrap_or(3600),
+                    operations: r.operations.map(|ops| {
+                        ops.iter()
+                            .map(|o| OperationPattern::parse(o).unwrap())
+                            .collect()
+                    }),
+                })
+                .collect(),
+        )
     }
 
     const ROLES: &str = r#"

@@ -66,7 +66,9 @@ hmac_secret_file = "{}"
         dir.join("secret").display()
     );
     let extra = format!(
-        "{ROLES}\n[audit]\nsink = \"file\"\nfile = \"{}\"\n",
+        // No origin is allowed: `dev` ships `[cors] allowed_origins = ["*"]`,
+        // and these tests check that SMH's own CORS answers never leak.
+        "{ROLES}\n[audit]\nsink = \"file\"\nfile = \"{}\"\n[cors]\nallowed_origins = []\n",
         audit.display()
     );
     let h = Harness::start_full(
@@ -368,8 +370,9 @@ async fn identity_values_cannot_widen_a_token() {
             &path,
             &[("authorization", &bearer(&t))],
             b"",
-            401,
-            "InvalidSession",
+            // SDK-compatible errors (the default): SMH's stale-token answer.
+            403,
+            "InvalidAccessToken",
         )
         .await;
     }
@@ -396,6 +399,7 @@ fn a_config_that_lets_the_client_choose_its_space_is_refused_with_its_position()
     std::fs::write(&file, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_smh-gateway"))
         .arg("check-config")
+        .arg("--config")
         .arg(&file)
         .output()
         .unwrap();
@@ -415,6 +419,7 @@ fn a_config_that_lets_the_client_choose_its_space_is_refused_with_its_position()
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_smh-gateway"))
         .arg("check-config")
+        .arg("--config")
         .arg(&file)
         .output()
         .unwrap();
@@ -423,10 +428,14 @@ fn a_config_that_lets_the_client_choose_its_space_is_refused_with_its_position()
     // Unknown templates and malformed SpaceIds are refused too.
     for bad in ["{client}", "a,b", "{claims.}", "../x"] {
         let t = text.replace("{client_id}", bad);
-        let err = smh_gateway::config::Config::parse(&t, "g.toml")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = smh_gateway::config::parse(
+            &t,
+            "g.toml",
+            &smh_gateway::config::Environment::from_pairs::<&str, &str>([]),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(err.contains("g.toml:12:"), "{bad}: {err}");
     }
 }
@@ -926,7 +935,7 @@ async fn smh_cors_headers_never_reach_the_client() {
         assert_eq!(
             r.header(h),
             None,
-            "{h} from SMH reached the client (no [cors] configured)"
+            "{h} from SMH reached the client (no CORS origin allowed)"
         );
     }
     // The emulator does send them, so the test above can fail.
@@ -1006,8 +1015,9 @@ async fn jwts_with_crit_or_duplicate_claims_are_refused() {
             &path,
             &[("authorization", &bearer(&token))],
             b"",
-            401,
-            "InvalidSession",
+            // SDK-compatible errors (the default): SMH's stale-token answer.
+            403,
+            "InvalidAccessToken",
         )
         .await;
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use smh_gateway::config::Config;
+use smh_gateway::config::Environment;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.example.toml");
 const LIBRARY_SECRET: &str = "lib-secret-value-that-must-not-leak";
@@ -19,7 +19,11 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn tls_dir() -> PathBuf {
-    let dir = temp_dir("tls");
+    // One directory per call: tests run in parallel, and one writing its
+    // files while another reads them sees half-written PEM.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = temp_dir(&format!("tls-{n}"));
     smh_gateway::tls::ThrowAwayPki::generate(&[])
         .unwrap()
         .write_to(&dir)
@@ -29,7 +33,7 @@ fn tls_dir() -> PathBuf {
 
 fn check_config(file: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smh-gateway"));
-    cmd.arg("check-config").arg(file);
+    cmd.arg("check-config").arg("--config").arg(file);
     cmd.env_remove("SMH_LIBRARY_SECRET")
         .env_remove("SMH_GATEWAY_SESSION_SECRET")
         .env_remove("SMH_GATEWAY_ADMIN_TOKEN")
@@ -141,7 +145,18 @@ fn errors(text: &str) -> Vec<String> {
     } else {
         format!("{text}{SESSION}")
     });
-    match Config::parse(&text, "t.toml") {
+    // Snippets are about something else than the listener: give it its
+    // (required) certificate after the snippet, so positions stay put.
+    let text = if text.contains("[listener]") {
+        text
+    } else {
+        let tls = tls_dir();
+        format!(
+            "{text}\n[listener]\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
+            d = tls.display()
+        )
+    };
+    match smh_gateway::config::parse(&text, "t.toml", &Environment::from_pairs::<&str, &str>([])) {
         Ok(_) => vec![],
         Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
     }
@@ -238,25 +253,37 @@ allowed_origins = [\"https://ok.example\", \"ftp://x\", \"https://slash.example/
 }
 
 #[test]
-fn interpolation_expands_and_escapes() {
-    std::env::set_var("SMH_TEST_INTERP_PORT", "9443");
-    let cfg = Config::parse(
-        &fixture(&format!("[listener]\naddress = \"127.0.0.1:${{SMH_TEST_INTERP_PORT}}\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"{FIXTURE_SECRET}\"\n{SESSION}")),
-        "t.toml",
-    )
-    .unwrap();
-    assert_eq!(cfg.listener.address.0.port(), 9443);
-    assert_eq!(smh_gateway::config::interpolate("a$${b}").unwrap(), "a${b}");
-    assert!(smh_gateway::config::interpolate("${UNSET_SMH_TEST_VAR}").is_err());
+fn interpolation_reads_the_environment_it_is_given() {
+    smh_gateway::tls::install_crypto_provider();
+    let tls = tls_dir();
+    let text = fixture(&format!(
+        "[listener]\naddress = \"127.0.0.1:${{PORT}}\"\ncert_file = \"${{TLS}}/cert.pem\"\nkey_file = \"${{TLS}}/key.pem\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"{FIXTURE_SECRET}\"\n{SESSION}"
+    ));
+    let env = Environment::from_pairs([
+        ("PORT", "9443".to_string()),
+        ("TLS", tls.display().to_string()),
+    ]);
+    let cfg = smh_gateway::config::parse(&text, "t.toml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listener.address.port(), 9443);
     assert_eq!(
-        cfg.libraries[0].get_ref().upstream_url(),
+        cfg.libraries[0].upstream_url,
         "https://lib1.api.tencentsmh.cn"
     );
+    // The same file without PORT: refused at the value that needs it.
+    let e = smh_gateway::config::parse(
+        &text,
+        "t.toml",
+        &Environment::from_pairs([("TLS", tls.display().to_string())]),
+    )
+    .err()
+    .expect("PORT is missing");
+    assert_eq!(e.0[0].line, 2, "{e}");
+    assert!(e.0[0].message.contains("PORT is not set"), "{e}");
 }
 
 #[test]
 fn secret_debug_never_shows_the_value() {
-    let s = smh_gateway::config::Secret::new("topsecret");
+    let s = smh_gateway::secret::Secret::new("topsecret");
     assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
 }
 
@@ -285,4 +312,103 @@ fn example_introspection_setup_is_valid_too() {
         stdout.contains("introspection: https://accounts.internal.example.com/api/session"),
         "{stdout}"
     );
+}
+
+/// `check-config` and `run` load files the same way: over a table of good
+/// and bad files, both accept or both refuse (exit 78), with the same
+/// problems reported.
+#[test]
+fn check_config_and_run_accept_and_refuse_the_same_files() {
+    smh_gateway::tls::install_crypto_provider();
+    let tls = tls_dir();
+    let dir = temp_dir("agree");
+    let good = fixture(&format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\ncert_file = \"{t}/cert.pem\"\nkey_file = \"{t}/key.pem\"\n[admin]\naddress = \"127.0.0.1:0\"\n[[library]]\nid = \"lib1\"\nupstream = \"https://127.0.0.1:9\"\nsecret_file = \"{{FIXTURE_SECRET}}\"\n[[role]]\nname = \"viewer\"\n[session]\ndefault_roles = [\"viewer\"]\n[session.jwt]\nhmac_secret_file = \"{{FIXTURE_SECRET}}\"\n",
+        t = tls.display()
+    ));
+    let cert_line = format!("cert_file = \"{}/cert.pem\"\n", tls.display());
+    let key_line = format!("key_file = \"{}/key.pem\"\n", tls.display());
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("good", good.clone(), true),
+        ("no-cert", good.replace(&cert_line, "").replace(&key_line, ""), false),
+        ("cert-missing", good.replace("/cert.pem", "/nope.pem"), false),
+        ("key-is-a-cert", good.replace("/key.pem", "/cert.pem"), false),
+        ("bad-admin-address", good.replace("[admin]\naddress = \"127.0.0.1:0\"", "[admin]\naddress = \"localhost\""), false),
+        ("unknown-default-role", good.replace("default_roles = [\"viewer\"]", "default_roles = [\"ghost\"]"), false),
+        ("secret-missing", good.replacen(FIXTURE_SECRET, "/nonexistent/secret", 1), false),
+        ("bad-log-level", format!("{good}[log]\nlevel = \"smh_gateway=loud=1\"\n"), false),
+        ("bad-jwks", good.replace("[session.jwt]\n", "[session.jwt]\njwks = \"{not json\"\n"), false),
+        ("cors-origin-with-path", format!("{good}[cors]\nallowed_origins = [\"https://a.example/app\"]\n"), false),
+        ("bad-cors-header", format!("{good}[cors]\nallowed_origins = [\"https://a.example\"]\nexposed_headers = [\"bad header\"]\n"), false),
+    ];
+    for (name, text, ok) in cases {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let check = check_config(&file, &[]);
+        let check_err = String::from_utf8_lossy(&check.stderr).into_owned();
+        let problems = |stderr: &str| -> Vec<String> {
+            stderr
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&file.display().to_string())
+                        && !l.contains("problem(s)")
+                        && !l.contains("not started")
+                })
+                .map(String::from)
+                .collect()
+        };
+        let mut run = Command::new(env!("CARGO_BIN_EXE_smh-gateway"));
+        run.args(["run", "--config"])
+            .arg(&file)
+            .env_remove("RUST_LOG");
+        if ok {
+            assert!(
+                check.status.success(),
+                "{name}: check-config refused: {check_err}"
+            );
+            let mut child = common_spawn(run);
+            let started = wait_for_line(&mut child, "smh-gateway listening");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                started.is_some(),
+                "{name}: check-config accepted it but run did not start"
+            );
+        } else {
+            assert_eq!(
+                check.status.code(),
+                Some(78),
+                "{name}: check-config: {check_err}"
+            );
+            let out = run.output().unwrap();
+            let run_err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(78), "{name}: run: {run_err}");
+            assert!(
+                !problems(&check_err).is_empty(),
+                "{name}: no located problem: {check_err}"
+            );
+            assert_eq!(
+                problems(&check_err),
+                problems(&run_err),
+                "{name}: different problems"
+            );
+        }
+    }
+}
+
+fn common_spawn(mut cmd: Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's stderr until a line containing `needle` (or EOF).
+fn wait_for_line(child: &mut std::process::Child, needle: &str) -> Option<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take()?;
+    std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains(needle))
 }

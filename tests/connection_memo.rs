@@ -71,7 +71,8 @@ async fn users_taking_turns_on_one_connection_each_get_their_own_token() {
     // A credential the memo does not hold is still checked in full.
     let (forged, _) = alice.rsplit_once('.').unwrap();
     let forged = format!("{forged}.AAAA");
-    assert_eq!(list(&h, &h.h1, &forged).await, 401);
+    // 403 InvalidAccessToken: SDK-compatible errors are the default.
+    assert_eq!(list(&h, &h.h1, &forged).await, 403);
     assert_eq!(list(&h, &h.h1, &alice).await, 200);
     assert_eq!(
         open_h1_connections(&h).await,
@@ -157,7 +158,7 @@ async fn a_memoized_session_ends_when_the_session_expires() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         list(&h, &h.h1, &s).await,
-        401,
+        403,
         "expired, although the connection memoized it"
     );
     assert_eq!(open_h1_connections(&h).await, 1.0);

@@ -52,7 +52,8 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
     assert_eq!(h.get(&list, &alice).await.status(), 200, "reminted");
     for _ in 0..2 {
         let r = h.client.get(h.url(&list)).send().await.unwrap();
-        assert_eq!(r.status(), 401);
+        // No session: SMH's EmptyAccessToken (SDK-compatible errors, the default).
+        assert_eq!(r.status(), 400);
     }
     assert_eq!(h.get("/api/v1/file/nolib/-/x", &alice).await.status(), 404);
     let r = h
@@ -269,7 +270,7 @@ async fn audit_has_one_record_per_request_and_no_secret_leaks_anywhere() {
             .unwrap(),
     );
     let statuses: Vec<u16> = ids.iter().map(|(_, s)| *s).collect();
-    assert_eq!(statuses, [200, 200, 200, 401, 403, 200, 500, 201]);
+    assert_eq!(statuses, [200, 200, 200, 400, 403, 200, 500, 201]);
 
     let mut records: Vec<serde_json::Value> = Vec::new();
     for _ in 0..100 {
@@ -315,7 +316,7 @@ async fn audit_has_one_record_per_request_and_no_secret_leaks_anywhere() {
     assert_eq!(records[0]["operation"], "directory.by-marker");
     assert!(records[0]["response_bytes"].as_u64().unwrap() > 0);
     assert!(records[3]["user_id"].is_null());
-    assert_eq!(records[3]["code"], "MissingSession");
+    assert_eq!(records[3]["code"], "EmptyAccessToken");
     assert_eq!(records[4]["user_id"], "alice");
     assert_eq!(records[4]["code"], "AccessTokenNotMatchSpace");
     assert_eq!(records[5]["token"], "reminted");
@@ -416,15 +417,18 @@ async fn readiness_is_false_until_start_up_finishes() {
         .unwrap()
         .port();
     let text = std::fs::read_to_string(h.env.dir.join("gateway.toml")).unwrap();
-    let text = text
-        .replace("address = \"127.0.0.1:0\"\n\n[[library]]", &format!("address = \"127.0.0.1:{admin_port}\"\n\n[[library]]"))
-        .replacen(
-            "[session.jwt]\n",
-            &format!(
-                "[session.jwt]\nalgorithms = [\"HS256\", \"RS256\"]\njwks_url = \"https://localhost:{stall_port}/jwks.json\"\n"
-            ),
-            1,
-        );
+    let mut cfg: toml::Table = text.parse().unwrap();
+    cfg["admin"]["address"] = format!("127.0.0.1:{admin_port}").into();
+    let jwt = cfg["session"]["jwt"].as_table_mut().unwrap();
+    jwt.insert(
+        "algorithms".into(),
+        toml::Value::Array(vec!["HS256".into(), "RS256".into()]),
+    );
+    jwt.insert(
+        "jwks_url".into(),
+        format!("https://localhost:{stall_port}/jwks.json").into(),
+    );
+    let text = toml::to_string(&cfg).unwrap();
     assert!(text.contains(&format!("127.0.0.1:{admin_port}")), "{text}");
     let config = h.env.dir.join("slow-start.toml");
     std::fs::write(&config, text).unwrap();

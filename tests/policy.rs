@@ -268,7 +268,8 @@ async fn introspection_caches_answers_and_outages_are_503() {
             spaces: vec!["team1".into()],
             ..EmulatorConfig::default()
         },
-        ROLES,
+        // The gateway's own 401 InvalidSession is what this test reads.
+        &format!("{ROLES}\n[session]\nsmh_compatible_errors = false\n"),
         Some(session_toml),
     )
     .await;

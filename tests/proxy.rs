@@ -163,7 +163,14 @@ async fn one_mint_for_a_thousand_concurrent_first_requests() {
 
 #[tokio::test]
 async fn client_credentials_never_reach_smh_and_the_query_keeps_its_bytes() {
-    let h = Harness::start().await;
+    // Sessions from the bearer header only, so the query's access_token is
+    // a stale SMH token to strip, not a second session credential (which
+    // would disagree with the bearer one and be refused).
+    let h = Harness::start_with(
+        EmulatorConfig::default(),
+        "[session]\ncredentials = [\"bearer\"]\n",
+    )
+    .await;
     let lib = h.lib().to_string();
     let s = h.session("dave", &["viewer"]);
     let path = format!("/api/v1/directory/{lib}/-/");
@@ -380,7 +387,12 @@ async fn upstream_unreachable_is_502_not_401() {
 
 #[tokio::test]
 async fn refusals_are_smh_shaped_and_never_reach_smh() {
-    let h = Harness::start().await;
+    // The gateway's own answers; the SDK-compatible default is in tests/sdk.rs.
+    let h = Harness::start_with(
+        EmulatorConfig::default(),
+        "[session]\nsmh_compatible_errors = false\n",
+    )
+    .await;
     let lib = h.lib().to_string();
     let s = h.session("ivan", &["viewer"]);
     let before = h.hooks().requests().len();

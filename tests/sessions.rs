@@ -75,7 +75,14 @@ fn pem_keys() -> String {
 }
 
 async fn gateway(session: String) -> Harness {
-    Harness::start_full(EmulatorConfig::default(), "", Some(session)).await
+    // The gateway's own answers (401 MissingSession / InvalidSession) are
+    // what these tests read, not the SDK-compatible default (tests/sdk.rs).
+    Harness::start_full(
+        EmulatorConfig::default(),
+        "[session]\nsmh_compatible_errors = false\n",
+        Some(session),
+    )
+    .await
 }
 
 /// Sends `token` as a bearer and reports (status, code) plus whether the
@@ -272,11 +279,16 @@ async fn credentials_in_two_places_that_disagree_are_refused() {
 #[tokio::test]
 async fn smh_compatible_errors_make_sdks_refresh() {
     let v = vectors();
-    let h = gateway(session_toml(
-        &v,
-        &pem_keys(),
-        "smh_compatible_errors = true",
-    ))
+    // As shipped (SDK-compatible errors on), without `gateway`'s override.
+    let h = Harness::start_full(
+        EmulatorConfig::default(),
+        "",
+        Some(session_toml(
+            &v,
+            &pem_keys(),
+            "smh_compatible_errors = true",
+        )),
+    )
     .await;
     let lib = h.lib().to_string();
     let expired = v

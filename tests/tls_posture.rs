@@ -52,7 +52,8 @@ async fn testssl_finds_nothing_above_low() {
     std::fs::write(dir.join("posture-ca.pem"), ca.pem()).unwrap();
     h.env
         .running
-        .reload(&dir.join("gateway.toml"))
+        .reload()
+        .await
         .expect("the listener takes the new certificate");
 
     let json = dir.join("testssl.json");

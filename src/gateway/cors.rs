@@ -9,7 +9,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
-use crate::config::CorsConfig;
 use crate::error::GatewayError;
 
 pub struct Cors {
@@ -24,35 +23,39 @@ pub struct Cors {
     max_age: HeaderValue,
 }
 
+/// What `[cors]` says, parsed: origins checked as `scheme://host[:port]`
+/// or `*`, methods and header names valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsSettings {
+    pub origins: Vec<String>,
+    pub methods: Vec<Method>,
+    /// Lower-case names; an entry ending in `*` is a prefix.
+    pub headers: Vec<String>,
+    pub exposed: Vec<http::HeaderName>,
+    pub credentials: bool,
+    pub max_age_secs: u64,
+}
+
 impl Cors {
-    pub fn from_config(cfg: &CorsConfig) -> anyhow::Result<Self> {
-        let origins: HashSet<String> = cfg
-            .allowed_origins
-            .iter()
-            .map(|o| o.get_ref().clone())
-            .collect();
-        let methods: HashSet<Method> = cfg
-            .allowed_methods
-            .iter()
-            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("cors.allowed_methods: {e}"))?;
+    pub fn new(cfg: &CorsSettings) -> Self {
+        let origins: HashSet<String> = cfg.origins.iter().cloned().collect();
+        let methods: HashSet<Method> = cfg.methods.iter().cloned().collect();
         let mut method_list: Vec<&str> = methods.iter().map(Method::as_str).collect();
         method_list.sort_unstable();
-        Ok(Self {
+        let exposed: Vec<&str> = cfg.exposed.iter().map(http::HeaderName::as_str).collect();
+        Self {
             any_origin: origins.contains("*"),
             origins,
-            methods_value: HeaderValue::from_str(&method_list.join(", "))?,
+            // Method and header names are tokens, always valid header text.
+            methods_value: HeaderValue::from_str(&method_list.join(", "))
+                .expect("method names are header-safe"),
             methods,
-            headers: cfg
-                .allowed_headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
-            exposed: HeaderValue::from_str(&cfg.exposed_headers.join(", "))?,
-            credentials: cfg.allow_credentials,
+            headers: cfg.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            exposed: HeaderValue::from_str(&exposed.join(", "))
+                .expect("header names are header-safe"),
+            credentials: cfg.credentials,
             max_age: HeaderValue::from(cfg.max_age_secs),
-        })
+        }
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {

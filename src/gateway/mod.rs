@@ -52,7 +52,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Operation, Policy};
 use crate::server::ConnInfo;
 use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
-use crate::smh::token::{MintError, TokenKey, TokenMemo, TokenOutcome, TokenService};
+use crate::smh::token::{MintError, MintTarget, TokenKey, TokenMemo, TokenOutcome, TokenService};
 use crate::upstream::Upstream;
 
 use forward::{Outgoing, RequestBody, SentKind};
@@ -61,31 +61,71 @@ pub use request_id::{RequestId, REQUEST_ID, REQUEST_ID_HEADER};
 use route::SmhRoute;
 
 /// One SMH library the gateway fronts.
-#[derive(Debug)]
 pub struct Library {
     pub id: Arc<str>,
     pub upstream: Upstream,
+    /// How its tokens are minted (the same upstream, and the secret).
+    pub mint: MintTarget,
     /// Index of this library's metric handles.
     pub metrics_idx: usize,
 }
 
-pub struct Gateway {
+/// The settings a reload replaces as one: each request loads them once, at
+/// its start, and keeps them to its end.
+pub struct Active {
+    /// Bumped by every reload; a connection's memo from another generation
+    /// is dropped (its session may have been judged by other keys).
+    pub generation: u64,
     pub libraries: HashMap<String, Library>,
     pub sessions: SessionValidator,
     pub policy: Policy,
-    pub tokens: TokenService,
-    pub replay_body_limit: usize,
+    pub cors: Option<cors::Cors>,
     pub limits: limits::RequestLimits,
+    pub replay_body_limit: usize,
+    pub request_timeout: Duration,
+    /// Shared with the previous generation when its size is unchanged, so
+    /// requests in flight across a reload stay counted.
+    pub concurrency: Arc<Semaphore>,
+    /// `limits.max_concurrent_requests` the semaphore was made with.
+    pub concurrency_size: usize,
+}
+
+/// The request path's state: what lives as long as the process (token
+/// cache, metrics, audit) and the reloadable [`Active`] settings.
+pub struct Gateway {
+    active: arc_swap::ArcSwap<Active>,
+    pub tokens: TokenService,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
 }
 
 impl Gateway {
+    pub fn new(active: Active, tokens: TokenService, metrics: Arc<Metrics>, audit: Audit) -> Self {
+        Self {
+            active: arc_swap::ArcSwap::from_pointee(active),
+            tokens,
+            metrics,
+            audit,
+        }
+    }
+
+    /// The settings new requests start with.
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Swaps in `next` for requests that start from now on; returns the
+    /// settings requests in flight may still be using.
+    pub fn replace(&self, next: Active) -> Arc<Active> {
+        self.active.swap(Arc::new(next))
+    }
+
     /// The request path. Every stage either hands the next one what it
     /// needs or returns the error that says why the request stops here;
     /// what each stage learns goes into `log` for the audit record.
     pub async fn handle(
         &self,
+        active: &Active,
         req: Request<Incoming>,
         request_id: &str,
         log: &LogSlot,
@@ -98,7 +138,7 @@ impl Gateway {
         let route = SmhRoute::parse(&parts.method, parts.uri.path())?;
         let query = query::judge(parts.uri.query())?;
         // 2. Library.
-        let library = self.libraries.get(route.library);
+        let library = active.libraries.get(route.library);
         {
             let mut l = lock(log);
             l.resource_idx = Some(route.resource_idx);
@@ -114,7 +154,13 @@ impl Gateway {
         // 3. Session. The connection's memo goes back once the token is
         // known; a concurrent HTTP/2 stream meanwhile just finds it empty.
         let mut memo = conn.take();
-        let authenticated = self
+        if memo.generation != active.generation {
+            *memo = Memo {
+                generation: active.generation,
+                ..Memo::default()
+            };
+        }
+        let authenticated = active
             .sessions
             .authenticate(&parts, &mut memo.session, now)
             .await;
@@ -131,9 +177,10 @@ impl Gateway {
         let mut body = RequestBody::read(
             incoming,
             &parts.headers,
-            self.replay_body_limit
-                .min(self.limits.max_body_bytes as usize),
-            self.limits.max_body_bytes,
+            active
+                .replay_body_limit
+                .min(active.limits.max_body_bytes as usize),
+            active.limits.max_body_bytes,
             log.clone(),
         )
         .await?;
@@ -154,7 +201,7 @@ impl Gateway {
             resource: route.resource,
             name: judged.name,
         };
-        let decision = self
+        let decision = active
             .policy
             .decide(&session, route.space, &judged.source_spaces, op)?;
         // 6. Token.
@@ -168,7 +215,7 @@ impl Gateway {
         };
         let (mut token, outcome) = self
             .tokens
-            .get_memoized(&key, &mut memo.token, now)
+            .get_memoized(&key, &library.mint, &mut memo.token, now)
             .await
             .map_err(mint_error)?;
         drop(memo);
@@ -195,7 +242,9 @@ impl Gateway {
             if body.is_replayable() {
                 tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
                 self.metrics.remint(library.metrics_idx);
-                (token, _) = Box::pin(self.tokens.get(&key)).await.map_err(mint_error)?;
+                (token, _) = Box::pin(self.tokens.get(&key, &library.mint))
+                    .await
+                    .map_err(mint_error)?;
                 lock(log).token = Some(TokenOutcome::Reminted);
                 sent = Box::pin(forward::send(
                     &library.upstream,
@@ -228,17 +277,9 @@ impl Gateway {
     }
 
     /// The client-facing service around [`Gateway::handle`].
-    pub fn service(
-        self: &Arc<Self>,
-        timeout: Duration,
-        max_concurrent: usize,
-        cors: Option<Arc<cors::Cors>>,
-    ) -> EdgeService {
+    pub fn service(self: &Arc<Self>) -> EdgeService {
         EdgeService {
             gateway: self.clone(),
-            limit: Arc::new(Semaphore::new(max_concurrent)),
-            timeout,
-            cors,
             client_addr: None,
             h1: false,
             memo: Arc::default(),
@@ -279,6 +320,8 @@ pub struct ConnMemo(std::sync::Mutex<Memo>);
 
 #[derive(Default)]
 struct Memo {
+    /// The [`Active::generation`] the memo was made under.
+    generation: u64,
     session: SessionMemo,
     token: TokenMemo,
 }
@@ -331,9 +374,6 @@ impl Drop for MemoGuard<'_> {
 #[derive(Clone)]
 pub struct EdgeService {
     gateway: Arc<Gateway>,
-    limit: Arc<Semaphore>,
-    timeout: Duration,
-    cors: Option<Arc<cors::Cors>>,
     /// The connection's peer: the service is cloned per connection, so the
     /// address travels with it rather than in every request's extensions.
     client_addr: Option<std::net::SocketAddr>,
@@ -367,6 +407,7 @@ impl Service<Request<Incoming>> for EdgeService {
         let started = Instant::now();
         let time = SystemTime::now();
         let gw = self.gateway.clone();
+        let active = gw.active();
         gw.metrics.in_flight.inc();
         let rid = RequestId::for_request(&req);
         let slot = LogSlot::default();
@@ -374,15 +415,17 @@ impl Service<Request<Incoming>> for EdgeService {
         let h1 = self.h1;
         let method = req.method().clone();
         let span = tracing::debug_span!("request", id = %rid, method = %method);
-        let cors = self.cors.clone();
         // Preflights are answered here: before sessions, without credentials.
-        let preflight = cors.as_ref().and_then(|c| c.preflight(&req, rid.as_str()));
-        let origin = cors
+        let preflight = active
+            .cors
+            .as_ref()
+            .and_then(|c| c.preflight(&req, rid.as_str()));
+        let origin = active
+            .cors
             .as_ref()
             .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
-        let head = gw.limits.check_head(&req);
-        let permit = self.limit.clone().try_acquire_owned();
-        let timeout = self.timeout;
+        let head = active.limits.check_head(&req);
+        let permit = active.concurrency.clone().try_acquire_owned();
         let memo = self.memo.clone();
         Box::pin(
             async move {
@@ -398,8 +441,8 @@ impl Service<Request<Incoming>> for EdgeService {
                         // the connection's end (or, with HTTP/2, every
                         // stream's on it).
                         let handled = std::panic::AssertUnwindSafe(tokio::time::timeout(
-                            timeout,
-                            gw.handle(req, rid.as_str(), &slot, &memo, started),
+                            active.request_timeout,
+                            gw.handle(&active, req, rid.as_str(), &slot, &memo, started),
                         ));
                         match futures_util::FutureExt::catch_unwind(handled).await {
                             Ok(within) => within.unwrap_or(Err(GatewayError::Timeout)),
@@ -428,7 +471,7 @@ impl Service<Request<Incoming>> for EdgeService {
                     }
                     resp
                 });
-                if let Some(cors) = &cors {
+                if let Some(cors) = &active.cors {
                     cors.decorate(origin.as_ref(), &mut resp);
                 }
                 if let Some(v) = rid.header_value() {

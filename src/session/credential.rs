@@ -43,6 +43,17 @@ impl CredentialSource {
     }
 }
 
+/// Written the way the configuration spells it.
+impl std::fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer => f.write_str("bearer"),
+            Self::Query => f.write_str("query"),
+            Self::Cookie(name) => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
 /// Finds the one credential in `parts` among `sources`.
 pub fn extract<'a>(
     sources: &[CredentialSource],

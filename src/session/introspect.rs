@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::body;
-use crate::config::IntrospectionConfig;
 use crate::error::GatewayError;
 use crate::upstream::Upstream;
 
@@ -41,6 +40,18 @@ pub struct Identity {
     pub expires_in: Option<u64>,
 }
 
+/// What `[session.introspection]` says, parsed.
+pub struct IntrospectionSettings {
+    /// The business backend's session endpoint (https).
+    pub url: http::Uri,
+    pub extra_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub timeout: Duration,
+    /// How long a positive answer is reused.
+    pub ttl: Duration,
+    /// How long a refusal is reused.
+    pub negative_ttl: Duration,
+}
+
 pub struct Introspector {
     upstream: Upstream,
     path_and_query: String,
@@ -58,39 +69,31 @@ impl std::fmt::Debug for Introspector {
 }
 
 impl Introspector {
-    pub fn from_config(
-        cfg: &IntrospectionConfig,
-        connect_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let url = &cfg.url.get_ref().0;
-        let uri: http::Uri = url.parse()?;
+    pub fn new(cfg: &IntrospectionSettings, connect_timeout: Duration) -> anyhow::Result<Self> {
         let base = format!(
             "{}://{}",
-            uri.scheme_str().unwrap_or("https"),
-            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+            cfg.url.scheme_str().unwrap_or("https"),
+            cfg.url.authority().map(|a| a.as_str()).unwrap_or_default()
         );
-        let extra_ca = match &cfg.ca_file {
-            Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
-            None => Vec::new(),
-        };
         Ok(Self {
             upstream: Upstream::new(
                 &base,
-                &extra_ca,
+                &cfg.extra_ca,
                 connect_timeout,
-                Duration::from_secs(90),
-                Duration::from_secs(crate::config::DEFAULT_UPSTREAM_READ_TIMEOUT_SECS),
+                super::BACKEND_POOL_IDLE,
+                super::BACKEND_READ_TIMEOUT,
                 true,
             )?,
-            path_and_query: uri
+            path_and_query: cfg
+                .url
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into()),
-            timeout: Duration::from_secs(cfg.timeout_secs),
-            ttl: Duration::from_secs(cfg.cache_ttl_secs),
+            timeout: cfg.timeout,
+            ttl: cfg.ttl,
             negative: Cache::builder()
                 .max_capacity(NEGATIVE_CACHE_CAPACITY)
-                .time_to_live(Duration::from_secs(cfg.negative_cache_ttl_secs))
+                .time_to_live(cfg.negative_ttl)
                 .build(),
         })
     }

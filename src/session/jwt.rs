@@ -2,7 +2,6 @@
 //! files, a JWK Set file) and an optional JWKS URL.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,10 +9,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::RemoteJwks;
-use super::keys::{self, Family, Key};
-use crate::config::JwtConfig;
+use super::keys::{Family, Key};
 use crate::error::GatewayError;
+use crate::secret::Secret;
 use crate::upstream::Upstream;
+use rustls_pki_types::CertificateDer;
 
 /// Verified claims and when they stop being valid.
 pub struct Verified {
@@ -39,14 +39,32 @@ impl std::fmt::Debug for JwtValidator {
     }
 }
 
+/// What `[session.jwt]` says, parsed: keys read and checked, algorithms
+/// known, the JWKS URL an https URL with its trust.
+pub struct JwtSettings {
+    pub algorithms: Vec<Algorithm>,
+    pub hmac: Option<Secret>,
+    pub static_keys: Vec<Key>,
+    pub remote: Option<RemoteJwksSettings>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+}
+
+/// A JWK Set fetched from the IdP.
+pub struct RemoteJwksSettings {
+    pub url: http::Uri,
+    pub extra_ca: Vec<CertificateDer<'static>>,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
 impl JwtValidator {
     /// Builds the validator; a JWKS URL is fetched once here (failure is
     /// logged, not fatal: the refresher and unknown-kid re-fetches retry).
-    pub async fn from_config(cfg: &JwtConfig, connect_timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn new(cfg: JwtSettings, connect_timeout: Duration) -> anyhow::Result<Self> {
         let mut validations = HashMap::new();
-        for alg in &cfg.algorithms {
-            let alg = Algorithm::from_str(alg.get_ref())
-                .map_err(|_| anyhow::anyhow!("unknown JWT algorithm {}", alg.get_ref()))?;
+        for alg in cfg.algorithms {
             let mut v = Validation::new(alg);
             v.leeway = cfg.leeway_secs;
             v.validate_nbf = true;
@@ -61,68 +79,29 @@ impl JwtValidator {
             validations.insert(alg, v);
         }
         let hmac = cfg
-            .hmac_source()
-            .resolve()
-            .map_err(|e| anyhow::anyhow!("session.jwt: {e}"))?
+            .hmac
             .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-        let mut static_keys = Vec::new();
-        for path in &cfg.public_key_files {
-            let path = &path.get_ref().0;
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            static_keys.push(
-                keys::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            );
-        }
-        if let Some(path) = &cfg.jwks_file {
-            let path = &path.get_ref().0;
-            let json = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let (keys, skipped) =
-                keys::from_jwks(&json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            for s in skipped {
-                tracing::warn!(file = %path.display(), key = %s, "JWK skipped");
-            }
-            static_keys.extend(keys);
-        }
-        if let Some(inline) = &cfg.jwks {
-            let (keys, skipped) = keys::from_jwks(inline.get_ref().as_bytes())
-                .map_err(|e| anyhow::anyhow!("session.jwt.jwks: {e}"))?;
-            for s in skipped {
-                tracing::warn!(key = %s, "inline JWK skipped");
-            }
-            static_keys.extend(keys);
-        }
-        let remote = match &cfg.jwks_url {
-            Some(url) => {
-                let url = &url.get_ref().0;
-                let extra_ca = match &cfg.jwks_ca_file {
-                    Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
-                    None => Vec::new(),
-                };
-                let uri: http::Uri = url.parse()?;
+        let remote = match cfg.remote {
+            Some(r) => {
+                let url = r.url.to_string();
                 let base = format!(
                     "{}://{}",
-                    uri.scheme_str().unwrap_or("https"),
-                    uri.authority().map(|a| a.as_str()).unwrap_or_default()
+                    r.url.scheme_str().unwrap_or("https"),
+                    r.url.authority().map(|a| a.as_str()).unwrap_or_default()
                 );
                 let upstream = Upstream::new(
                     &base,
-                    &extra_ca,
+                    &r.extra_ca,
                     connect_timeout,
-                    Duration::from_secs(90),
-                    Duration::from_secs(crate::config::DEFAULT_UPSTREAM_READ_TIMEOUT_SECS),
+                    super::BACKEND_POOL_IDLE,
+                    super::BACKEND_READ_TIMEOUT,
                     true,
                 )?;
-                let jwks = Arc::new(RemoteJwks::new(
-                    url,
-                    upstream,
-                    Duration::from_secs(cfg.jwks_min_refetch_secs),
-                )?);
+                let jwks = Arc::new(RemoteJwks::new(&url, upstream, r.min_refetch)?);
                 if let Err(e) = jwks.refresh().await {
                     tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry");
                 }
-                jwks.spawn_refresher(Duration::from_secs(cfg.jwks_refresh_secs.max(1)));
+                jwks.spawn_refresher(r.refresh.max(Duration::from_secs(1)));
                 Some(jwks)
             }
             None => None,
@@ -130,10 +109,15 @@ impl JwtValidator {
         Ok(Self {
             validations,
             hmac,
-            static_keys,
+            static_keys: cfg.static_keys,
             remote,
             leeway: cfg.leeway_secs,
         })
+    }
+
+    /// False while a configured JWKS URL is failing.
+    pub fn remote_healthy(&self) -> bool {
+        self.remote.as_ref().is_none_or(|r| r.is_healthy())
     }
 
     pub async fn validate(&self, token: &str) -> Result<Verified, GatewayError> {

@@ -18,12 +18,11 @@ use moka::sync::Cache;
 use moka::Expiry;
 use serde_json::{Map, Value};
 
-use crate::config::{SessionConfig, SessionMode};
 use crate::error::GatewayError;
 use crate::smh::{MAX_CLIENT_ID_BYTES, MAX_USER_ID_BYTES};
 use credential::CredentialSource;
-use introspect::Introspector;
-use jwt::JwtValidator;
+use introspect::{IntrospectionSettings, Introspector};
+use jwt::{JwtSettings, JwtValidator};
 
 /// A credential longer than this is refused before any parsing: real
 /// session JWTs are a few hundred bytes to a few KiB.
@@ -33,6 +32,34 @@ pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 /// verified again, whatever its `exp` says: a day is far longer than any
 /// cache hit pattern needs, and bounds the arithmetic on the claim.
 pub const MAX_SESSION_CACHE: Duration = Duration::from_secs(24 * 3600);
+
+/// The JWKS and introspection clients read answers within this long; a
+/// session backend slower than that is down for the request waiting on it.
+pub const BACKEND_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections to the IdP or session backend are kept this long (a
+/// JWKS refresh every few minutes reuses one).
+pub const BACKEND_POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// What `[session]` says, parsed: the credential sources, the validator's
+/// keys or backend, and how identities are read from verified claims.
+pub struct SessionSettings {
+    pub sources: Vec<CredentialSource>,
+    pub validator: ValidatorSettings,
+    pub user_claim: String,
+    pub client_claim: Option<String>,
+    pub client_header: Option<http::HeaderName>,
+    pub roles_claim: String,
+    pub default_roles: Vec<String>,
+    pub smh_compatible_errors: bool,
+    pub cache_capacity: u64,
+    pub leeway: Duration,
+}
+
+/// How credentials are checked.
+pub enum ValidatorSettings {
+    Jwt(JwtSettings),
+    Introspection(IntrospectionSettings),
+}
 
 /// Who is calling, as the business's login system says.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,45 +170,32 @@ impl std::fmt::Debug for SessionValidator {
 
 impl SessionValidator {
     /// `kept_claims`: the claim names policy templates use.
-    pub async fn from_config(
-        cfg: &SessionConfig,
+    pub async fn new(
+        cfg: SessionSettings,
         connect_timeout: Duration,
         kept_claims: Vec<String>,
     ) -> anyhow::Result<Self> {
-        let sources = cfg
-            .credentials
-            .iter()
-            .map(|s| CredentialSource::parse(s.get_ref()).map_err(anyhow::Error::msg))
-            .collect::<Result<Vec<_>, _>>()?;
-        let validator = match cfg.mode {
-            SessionMode::Jwt => {
-                Validator::Jwt(JwtValidator::from_config(&cfg.jwt, connect_timeout).await?)
+        let validator = match cfg.validator {
+            ValidatorSettings::Jwt(jwt) => {
+                Validator::Jwt(JwtValidator::new(jwt, connect_timeout).await?)
             }
-            SessionMode::Introspection => {
-                let i = cfg.introspection.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!("session.mode = introspection needs [session.introspection]")
-                })?;
-                Validator::Introspection(Box::new(Introspector::from_config(i, connect_timeout)?))
+            ValidatorSettings::Introspection(i) => {
+                Validator::Introspection(Box::new(Introspector::new(&i, connect_timeout)?))
             }
         };
         Ok(Self {
-            sources,
+            sources: cfg.sources,
             validator,
             cache: Cache::builder()
                 .max_capacity(cfg.cache_capacity)
                 .expire_after(SessionExpiry)
                 .build(),
-            user_claim: cfg.user_claim.clone(),
-            client_claim: cfg.client_claim.clone(),
-            client_header: cfg
-                .client_header
-                .as_deref()
-                .map(|h| http::HeaderName::from_bytes(h.as_bytes()))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("session.client_header: {e}"))?,
-            roles_claim: cfg.roles_claim.clone(),
-            default_roles: cfg.default_roles.clone().into(),
-            leeway: Duration::from_secs(cfg.jwt.leeway_secs),
+            user_claim: cfg.user_claim,
+            client_claim: cfg.client_claim,
+            client_header: cfg.client_header,
+            roles_claim: cfg.roles_claim,
+            default_roles: cfg.default_roles.into(),
+            leeway: cfg.leeway,
             smh_compatible_errors: cfg.smh_compatible_errors,
             kept_claims,
             role_lists: Default::default(),
@@ -407,6 +421,17 @@ impl SessionValidator {
                 GatewayError::SmhInvalidAccessToken("session names no user".into())
             }
             other => other,
+        }
+    }
+
+    /// Whether the keys sessions are checked with are current: with a JWKS
+    /// URL, its last fetch succeeded (the keys held are served meanwhile).
+    pub fn keys_current(&self) -> Result<(), String> {
+        match &self.validator {
+            Validator::Jwt(j) if !j.remote_healthy() => {
+                Err("the last JWKS fetch failed (serving the keys fetched before)".into())
+            }
+            _ => Ok(()),
         }
     }
 

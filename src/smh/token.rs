@@ -30,8 +30,8 @@ use moka::Expiry;
 use crate::sync::lock;
 
 use crate::body;
-use crate::config::Secret;
 use crate::metrics::{Metrics, MintOutcome};
+use crate::secret::Secret;
 use crate::smh::wire::{ErrorBody, TokenResponse};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -271,7 +271,6 @@ pub struct TokenService {
     refused: moka::sync::Cache<TokenKey, MintError>,
     users: Arc<UserKeys>,
     pending_flush: Arc<Throttle>,
-    targets: Arc<HashMap<Arc<str>, MintTarget>>,
     margin: Duration,
     max_age: Duration,
     mints: Arc<AtomicU64>,
@@ -295,7 +294,6 @@ struct Memoized {
 
 impl TokenService {
     pub fn new(
-        targets: HashMap<Arc<str>, MintTarget>,
         limits: CacheLimits,
         margin: Duration,
         max_age: Duration,
@@ -321,6 +319,8 @@ impl TokenService {
                 released.release(&k);
             })
             .expire_after(TokenExpiry { max_age })
+            // A reload that points a library elsewhere drops its tokens.
+            .support_invalidation_closures()
             .build();
         let refused = moka::sync::Cache::builder()
             .max_capacity(REFUSED_CAPACITY)
@@ -331,7 +331,6 @@ impl TokenService {
             refused,
             users,
             pending_flush: Arc::new(Throttle::new(PENDING_FLUSH_INTERVAL)),
-            targets: Arc::new(targets),
             margin,
             max_age,
             mints: Arc::new(AtomicU64::new(0)),
@@ -347,6 +346,7 @@ impl TokenService {
     pub async fn get_memoized(
         &self,
         key: &TokenKey,
+        target: &MintTarget,
         memo: &mut TokenMemo,
         now: Instant,
     ) -> Result<(Arc<CachedToken>, TokenOutcome), MintError> {
@@ -360,7 +360,7 @@ impl TokenService {
         }
         // Boxed: the cache's insert-or-mint future is large; inline, it
         // would size every request's future, memo hits included.
-        let (token, outcome) = Box::pin(self.get(key)).await?;
+        let (token, outcome) = Box::pin(self.get(key, target)).await?;
         // From `now`, not from when the cache answered: never later than
         // the cache's own idle expiry, which counts from that read.
         let reuse_until =
@@ -375,11 +375,15 @@ impl TokenService {
     }
 
     /// A token for `key`, minting on a miss (one mint per key at a time).
-    pub async fn get(&self, key: &TokenKey) -> Result<(Arc<CachedToken>, TokenOutcome), MintError> {
+    pub async fn get(
+        &self,
+        key: &TokenKey,
+        target: &MintTarget,
+    ) -> Result<(Arc<CachedToken>, TokenOutcome), MintError> {
         let entry = self
             .cache
             .entry_by_ref(key)
-            .or_try_insert_with(self.mint_bounded(key))
+            .or_try_insert_with(self.mint_bounded(key, target))
             .await
             .map_err(|e: Arc<MintError>| (*e).clone())?;
         let outcome = if entry.is_fresh() {
@@ -428,8 +432,22 @@ impl TokenService {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Drops the tokens of one library (a reload changed or removed it).
+    pub fn forget_library(&self, library: &str) {
+        let library: Arc<str> = Arc::from(library);
+        // Only fails when closures are not enabled, which `new` does.
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.library == library);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// [`Self::mint`] within the user's key bound, remembering a refusal.
-    async fn mint_bounded(&self, key: &TokenKey) -> Result<Arc<CachedToken>, MintError> {
+    async fn mint_bounded(
+        &self,
+        key: &TokenKey,
+        target: &MintTarget,
+    ) -> Result<Arc<CachedToken>, MintError> {
         // Checked on the miss path only: hits never pay for it.
         if let Some(refused) = self.refused.get(key) {
             self.metrics.token_mints_refused_cached.inc();
@@ -450,7 +468,7 @@ impl TokenService {
                 })?
             }
         };
-        let minted = self.mint(key).await;
+        let minted = self.mint(key, target).await;
         match &minted {
             Ok(_) => {
                 let mut reservation = reservation;
@@ -471,10 +489,11 @@ impl TokenService {
         minted
     }
 
-    async fn mint(&self, key: &TokenKey) -> Result<Arc<CachedToken>, MintError> {
-        let target = self.targets.get(&key.library).ok_or_else(|| {
-            MintError::Rejected(format!("library {} not configured", key.library))
-        })?;
+    async fn mint(
+        &self,
+        key: &TokenKey,
+        target: &MintTarget,
+    ) -> Result<Arc<CachedToken>, MintError> {
         let started = Instant::now();
         let result = tokio::time::timeout(MINT_TIMEOUT, mint_call(target, key))
             .await

@@ -42,6 +42,7 @@ impl Harness {
             dir: None,
             emulator,
             extra_toml: extra_toml.to_string(),
+            fragment: None,
             session_toml,
         })
         .await
@@ -395,10 +396,12 @@ pub async fn tls_connect(
 }
 
 /// A gateway process (`smh-gateway run`) on the harness's generated
-/// configuration with `extra_toml` appended and its own ephemeral ports,
+/// configuration with `extra_toml` merged over it (`dev::merge`) and its own ephemeral ports,
 /// optionally under a descriptor limit. Its JSON log lines are kept.
 pub struct GatewayProcess {
     pub child: KillOnDrop,
+    /// The configuration file it runs on (a reload reads it again).
+    pub config: std::path::PathBuf,
     pub addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -408,22 +411,16 @@ impl GatewayProcess {
     pub fn spawn(h: &Harness, extra_toml: &str, nofile: Option<u32>) -> Self {
         use std::io::BufRead;
         let text = std::fs::read_to_string(h.env.dir.join("gateway.toml")).unwrap();
-        let mut out = String::new();
-        for line in text.lines() {
-            if line.starts_with("address = ") {
-                out.push_str("address = \"127.0.0.1:0\"\n");
-            } else {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out.push_str(extra_toml);
-        out.push_str("\n[log]\nformat = \"json\"\n");
+        let mut cfg: toml::Table = text.parse().unwrap();
+        cfg["listener"]["address"] = "127.0.0.1:0".into();
+        cfg["admin"]["address"] = "127.0.0.1:0".into();
+        smh_gateway::dev::merge(&mut cfg, extra_toml.parse().expect("extra TOML"));
+        smh_gateway::dev::merge(&mut cfg, "[log]\nformat = \"json\"\n".parse().unwrap());
         let path = h
             .env
             .dir
             .join(format!("gateway-process-{}.toml", rand_suffix()));
-        std::fs::write(&path, out).unwrap();
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
         let bin = env!("CARGO_BIN_EXE_smh-gateway");
         let script = match nofile {
             Some(n) => format!("ulimit -n {n} && exec \"$0\" run --config \"$1\""),
@@ -463,6 +460,7 @@ impl GatewayProcess {
             .unwrap_or_else(|_| panic!("gateway did not start: {:?}", log.lock().unwrap()));
         GatewayProcess {
             child,
+            config: path,
             addr: addr.parse().unwrap(),
             admin_addr: admin.parse().unwrap(),
             log,
@@ -475,6 +473,16 @@ impl GatewayProcess {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// Sends `signal` (`HUP`, `USR1`, `TERM`...).
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
     }
 
     /// Sends SIGTERM.
