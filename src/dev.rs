@@ -286,6 +286,9 @@ Upload: ask for an upload target, PUT the bytes to it, confirm:
   curl -s --cacert $CA -H "Authorization: Bearer $SESSION" -X POST "$GW/api/v1/file/$LIB/-/$KEY?confirm"
 Download (302 to a signed URL; -L follows it):
   curl -sL --cacert $CA -H "Authorization: Bearer $SESSION" "$GW/api/v1/file/$LIB/-/photos/hello.txt"
+An SMH SDK: set its base URL to $GW and make its token callback return $SESSION
+(it goes in access_token; a stale one answers 403 InvalidAccessToken, so the SDK refreshes).
+Try your own roles, CORS and limits: smh-gateway dev --config my-settings.toml
 Press Ctrl-C to stop."#,
             admin = self.running.admin_addr,
             emu = self.emulator.base_url(),

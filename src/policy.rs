@@ -62,7 +62,7 @@ impl OperationPattern {
             ));
         }
         if let Some(op) = &operation {
-            if !crate::gateway::query::FLAGS.contains(&op.as_str())
+            if !crate::smh::FLAGS.contains(&op.as_str())
                 && !JUDGED_NAMES.contains(&op.as_str())
             {
                 return Err(format!(

@@ -22,34 +22,8 @@ use crate::error::GatewayError;
 /// act as another user (smh-api.md 1.2); `library_secret` is ours alone.
 pub const RESERVED: &[&str] = &["access_token", "library_secret", "user_id"];
 
-/// Flags that select an operation (smh-api.md 1.3).
-pub const FLAGS: &[&str] = &[
-    "multipart",
-    "confirm",
-    "upload",
-    "renew",
-    "info",
-    "preview",
-    "copy",
-    "move",
-    "delete",
-    "restore",
-    "update",
-    "lifecycle",
-    "by-marker",
-    "by-page",
-    "stats",
-    "calibrate",
-    "convert",
-    "uncompress",
-    "virtual_file",
-    "zip-preview",
-    "transcode",
-    "live_transcode",
-    "cancel",
-    "modify",
-    "save",
-];
+/// Flags that select an operation: SMH's vocabulary, kept in `smh`.
+pub use crate::smh::FLAGS;
 
 /// Two flags SMH documents together, read as the first: `?info&preview=1`
 /// asks for the info of a file with a preview link (smh-api.md 5.2).

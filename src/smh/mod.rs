@@ -3,6 +3,36 @@
 
 use std::borrow::Cow;
 
+
+/// Flags that select an operation (smh-api.md 1.3).
+pub const FLAGS: &[&str] = &[
+    "multipart",
+    "confirm",
+    "upload",
+    "renew",
+    "info",
+    "preview",
+    "copy",
+    "move",
+    "delete",
+    "restore",
+    "update",
+    "lifecycle",
+    "by-marker",
+    "by-page",
+    "stats",
+    "calibrate",
+    "convert",
+    "uncompress",
+    "virtual_file",
+    "zip-preview",
+    "transcode",
+    "live_transcode",
+    "cancel",
+    "modify",
+    "save",
+];
+
 pub mod operation;
 pub mod token;
 pub mod wire;
