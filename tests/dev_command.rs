@@ -79,3 +79,77 @@ fn dev_banner_curl_lines_work_word_for_word() {
         "download through the 302: {stdout}"
     );
 }
+
+/// `dev --config FRAGMENT` merges the user's settings over the generated
+/// configuration: a role of theirs (with an allow-list) is enforced, a role
+/// of the same name replaces dev's, their limits apply, and an unknown key
+/// in the fragment is refused at its line and column in the fragment.
+#[tokio::test]
+async fn dev_with_a_fragment_runs_the_users_settings_against_the_emulator() {
+    smh_gateway::tls::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("smh-dev-fragment-{}", common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fragment = dir.join("mine.toml");
+    std::fs::write(
+        &fragment,
+        "[[role]]\nname = \"lister\"\nspaces = [\"-\"]\noperations = [\"GET directory\"]\n\n[[role]]\nname = \"editor\"\ngrant = []\nspaces = [\"-\"]\n\n[limits]\nmax_uri_bytes = 200\n",
+    )
+    .unwrap();
+    let opts = |fragment: std::path::PathBuf| smh_gateway::dev::DevOptions {
+        listen: common::loopback0(),
+        admin_listen: common::loopback0(),
+        emulator_listen: common::loopback0(),
+        fragment: Some(fragment),
+        ..Default::default()
+    };
+    let env = smh_gateway::dev::start(opts(fragment.clone())).await.unwrap();
+    let bundle = std::fs::read(env.dir.join("ca-bundle.pem")).unwrap();
+    let client = common::client_builder(&bundle).build().unwrap();
+    let lib = env.emulator.library_id().to_string();
+    let base = format!("https://localhost:{}", env.running.addr.port());
+    let lister = smh_gateway::dev::sign_session(&env.session_secret, "lee", &["lister"], 600).unwrap();
+    let list = client
+        .get(format!("{base}/api/v1/directory/{lib}/-/?by-marker"))
+        .bearer_auth(&lister)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200, "the fragment's role works");
+    let mkdir = client
+        .put(format!("{base}/api/v1/directory/{lib}/-/nope"))
+        .bearer_auth(&lister)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mkdir.status(), 403, "its allow-list is enforced");
+    // `editor` replaced by the fragment's read-only one: SMH refuses the
+    // create for lack of a grant.
+    let editor = smh_gateway::dev::sign_session(&env.session_secret, "ed", &["editor"], 600).unwrap();
+    let r = client
+        .put(format!("{base}/api/v1/directory/{lib}/-/nope"))
+        .bearer_auth(&editor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "dev's editor replaced by the fragment's");
+    let long = "a".repeat(300);
+    let r = client
+        .get(format!("{base}/api/v1/directory/{lib}/-/{long}"))
+        .bearer_auth(&lister)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 414, "the fragment's limit applies");
+    let written = std::fs::read_to_string(env.dir.join("gateway.toml")).unwrap();
+    assert!(written.contains("mine.toml merged over it"), "{written}");
+    env.running.stop_with(Duration::ZERO).await;
+    env.emulator.shutdown();
+
+    std::fs::write(&fragment, "[limits]\nmax_uri_bytes = 200\nmax_urii = 1\n").unwrap();
+    let err = smh_gateway::dev::start(opts(fragment.clone()))
+        .await
+        .err()
+        .expect("an unknown key is refused")
+        .to_string();
+    assert!(err.contains("mine.toml:3:1:") && err.contains("unknown field `max_urii`"), "{err}");
+}
