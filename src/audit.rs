@@ -22,8 +22,8 @@ use http::Method;
 use serde::Serialize;
 
 use crate::config::{AuditConfig, AuditSink};
-use crate::gateway::request_id::RequestId;
 use crate::metrics::Metrics;
+use crate::request_id::RequestId;
 
 /// How often the writer thread looks for queued records: short enough that
 /// the audit trail is current, long enough to write records in batches.

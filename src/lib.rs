@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod metrics;
 pub mod policy;
+pub mod request_id;
 pub mod server;
 pub mod session;
 pub mod smh;

@@ -211,7 +211,7 @@ pub async fn send(
     let headers = req.headers_mut();
     *headers = rewrite::upstream_request_headers(out.headers);
     if let Ok(v) = HeaderValue::from_str(out.request_id) {
-        headers.insert(super::REQUEST_ID, v);
+        headers.insert(crate::request_id::REQUEST_ID, v);
     }
     let started = std::time::Instant::now();
     let resp = upstream.send(req).await.map_err(|e| {

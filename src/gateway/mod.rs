@@ -26,7 +26,6 @@ pub mod forward;
 pub mod limits;
 pub mod query;
 pub mod record;
-pub mod request_id;
 pub mod rewrite;
 pub mod route;
 
@@ -50,6 +49,7 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::{Operation, Policy};
+use crate::request_id::{RequestId, REQUEST_ID};
 use crate::server::ConnInfo;
 use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
 use crate::smh::token::{MintError, TokenKey, TokenMemo, TokenOutcome, TokenService};
@@ -57,7 +57,6 @@ use crate::upstream::Upstream;
 
 use forward::{Outgoing, RequestBody, SentKind};
 use record::{lock, Finisher, LogSlot, RecordedBody};
-pub use request_id::{RequestId, REQUEST_ID, REQUEST_ID_HEADER};
 use route::SmhRoute;
 
 /// One SMH library the gateway fronts.

@@ -15,9 +15,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use crate::audit::{Audit, AuditRecord, Target};
 use crate::body::{Body, BoxError};
 use crate::metrics::{self, Metrics};
+use crate::request_id::RequestId;
 use crate::smh::token::TokenOutcome;
-
-use super::request_id::RequestId;
 
 /// Filled in by the stages of the request path. Everything here is typed
 /// or shared (`Arc`, `&'static str`): the text of the audit line is made on
