@@ -91,7 +91,7 @@ fn token_cache_hit(c: &mut Criterion) {
         MintTarget {
             upstream,
             secret: smh_gateway::config::Secret::new(emu.library_secret()),
-            metrics_idx: 0,
+            metrics: metrics.library(emu.library_id()),
         },
     );
     let tokens = TokenService::new(
@@ -161,6 +161,7 @@ audience = "smh-gateway"
             &cfg.session,
             Duration::from_secs(5),
             Vec::new(),
+            None,
         ))
         .unwrap();
     let mut group = c.benchmark_group("session");

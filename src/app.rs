@@ -131,13 +131,15 @@ pub async fn build_gateway(
             Some(p) => crate::tls::load_certs(&p.get_ref().0)?,
             None => Vec::new(),
         };
-        let upstream = Upstream::new(
+        let lib_metrics = metrics.library(&id);
+        let upstream = Upstream::observed(
             &lib.upstream_url(),
             &extra_ca,
             connect_timeout,
             pool_idle,
             Duration::from_secs(cfg.upstream.read_timeout_secs),
             cfg.upstream.http2,
+            lib_metrics.clone(),
         )
         .with_context(|| format!("library {id}: upstream"))?;
         let secret = lib
@@ -145,14 +147,13 @@ pub async fn build_gateway(
             .resolve()
             .map_err(|e| anyhow::anyhow!("library {id}: {e}"))?
             .ok_or_else(|| anyhow::anyhow!("library {id}: no secret configured"))?;
-        let metrics_idx = metrics.library_index(&id);
         let id: Arc<str> = Arc::from(id.as_str());
         targets.insert(
             id.clone(),
             MintTarget {
                 upstream: upstream.clone(),
                 secret,
-                metrics_idx,
+                metrics: lib_metrics.clone(),
             },
         );
         libraries.insert(
@@ -160,7 +161,7 @@ pub async fn build_gateway(
             Library {
                 id,
                 upstream,
-                metrics_idx,
+                metrics: lib_metrics,
             },
         );
     }
@@ -182,6 +183,7 @@ pub async fn build_gateway(
             &cfg.session,
             connect_timeout,
             crate::policy::referenced_claims(&cfg.roles),
+            Some(metrics.clone()),
         )
         .await?,
         policy: Policy::from_config(&cfg.roles).map_err(anyhow::Error::msg)?,

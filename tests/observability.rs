@@ -70,20 +70,21 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
     let get = |name: &str, labels: &[(&str, &str)]| {
         sample(&s, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing:\n{text}"))
     };
-    let req = |res: &str, method: &str, class: &str| {
+    let req = |res: &str, method: &str, code: &str, class: &str| {
         get(
             "smh_gateway_requests_total",
             &[
                 ("library", &lib),
                 ("resource", res),
                 ("method", method),
+                ("code", code),
                 ("status_class", class),
             ],
         )
     };
-    assert_eq!(req("directory", "GET", "2xx"), 6.0);
-    assert_eq!(req("directory", "GET", "4xx"), 2.0);
-    assert_eq!(req("directory", "PUT", "2xx"), 1.0);
+    assert_eq!(req("directory", "GET", "200", "2xx"), 6.0);
+    assert_eq!(req("directory", "GET", "401", "4xx"), 2.0);
+    assert_eq!(req("directory", "PUT", "201", "2xx"), 1.0);
     assert_eq!(
         get(
             "smh_gateway_requests_total",
@@ -91,11 +92,18 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
                 ("library", "unknown"),
                 ("resource", "file"),
                 ("method", "GET"),
+                ("code", "404"),
                 ("status_class", "4xx")
             ]
         ),
         1.0
     );
+    // One series per status: nothing else was answered.
+    let request_series = s
+        .iter()
+        .filter(|(n, _, _)| n == "smh_gateway_requests_total")
+        .count();
+    assert_eq!(request_series, 4, "{text}");
     assert_eq!(
         get(
             "smh_gateway_request_duration_seconds_count",
@@ -581,4 +589,132 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
     assert!(!logs.contains(&alice), "session never logged");
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The process series come from /proc through the prometheus crate's
+/// collector; checked against the process's own /proc entries.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn process_series_describe_the_gateway_process() {
+    let h = Harness::start().await;
+    let config = child_config(&h, "process.toml", "");
+    let before = unix_now().floor();
+    let gw = ChildGateway::spawn(&config, "info", Stdio::null());
+    let pid = gw.child.id();
+    let lib = h.lib().to_string();
+    let alice = h.session("alice", &["viewer"]);
+    let r = h
+        .client
+        .get(gw.url(&format!("/api/v1/directory/{lib}/-/?by-marker")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = parse_prometheus(&scrape(&reqwest::Client::new(), &gw.admin_url("/metrics")).await);
+    let get = |name: &str| sample(&s, name, &[]).unwrap_or_else(|| panic!("{name} missing"));
+    let after = unix_now();
+    let start = get("process_start_time_seconds");
+    assert!(
+        (before - 1.0..=after).contains(&start),
+        "started at {start}, spawned between {before} and {after}"
+    );
+    assert!(get("process_cpu_seconds_total") >= 0.0);
+    assert!(get("process_resident_memory_bytes") > 1024.0 * 1024.0);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft_nofile: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(get("process_max_fds"), soft_nofile);
+    let open = get("process_open_fds");
+    assert!(open > 3.0 && open <= soft_nofile, "{open}");
+    assert!(
+        get("process_threads") >= 2.0,
+        "main and the audit writer at least"
+    );
+}
+
+/// JWKS fetches (start-up, and an unknown kid's re-fetch) are counted by
+/// result, with the time of the last success.
+#[tokio::test]
+async fn jwks_refreshes_are_counted_with_the_time_of_the_last_success() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let idp_down = down.clone();
+    let idp = common::TestServer::start(Arc::new(move |_, _, _| {
+        if idp_down.load(Ordering::SeqCst) {
+            (503, "{}".to_string())
+        } else {
+            (200, jwks.clone())
+        }
+    }))
+    .await;
+    let session = format!(
+        "[session]\ndefault_roles = [\"viewer\"]\n\n[session.jwt]\nalgorithms = [\"RS256\"]\njwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_min_refetch_secs = 0\njwks_refresh_secs = 3600\n",
+        idp.url("/.well-known/jwks.json"),
+        idp.ca_file.display()
+    );
+    let before = unix_now().floor();
+    let h = Harness::start_full(
+        smh_gateway::emulator::EmulatorConfig::default(),
+        "",
+        Some(session),
+    )
+    .await;
+    let plain = reqwest::Client::new();
+    let s = parse_prometheus(&scrape(&plain, &h.admin_url("/metrics")).await);
+    let refreshes = |s: &[_], result: &str| {
+        sample(s, "smh_gateway_jwks_refreshes_total", &[("result", result)])
+    };
+    assert_eq!(refreshes(&s, "ok"), Some(1.0), "the start-up fetch");
+    assert_eq!(refreshes(&s, "failed"), Some(0.0));
+    let last = sample(&s, "smh_gateway_jwks_last_success_timestamp_seconds", &[]).unwrap();
+    assert!((before..=unix_now()).contains(&last), "{last}");
+
+    // The IdP goes down; a token with a kid nobody knows makes the gateway
+    // look again, and that fetch fails.
+    down.store(true, Ordering::SeqCst);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        &std::fs::read(format!("{FIXTURES}/rsa-private.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("not-published".into());
+    let claims = serde_json::json!({"sub": "alice", "exp": 4102444800u64});
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let lib = h.lib().to_string();
+    let r = h
+        .get(&format!("/api/v1/directory/{lib}/-/?by-marker"), &token)
+        .await;
+    assert_eq!(r.status(), 503, "an unknown kid while the IdP is down");
+    let s = parse_prometheus(&scrape(&plain, &h.admin_url("/metrics")).await);
+    assert_eq!(refreshes(&s, "ok"), Some(1.0));
+    assert_eq!(refreshes(&s, "failed"), Some(1.0));
+    assert_eq!(
+        sample(&s, "smh_gateway_jwks_last_success_timestamp_seconds", &[]),
+        Some(last),
+        "a failure leaves the last success where it was"
+    );
+}
+
+/// Gateways without a JWKS URL export no JWKS series (a last success at
+/// 0 would look like an outage).
+#[tokio::test]
+async fn without_a_jwks_url_there_are_no_jwks_series() {
+    let h = Harness::start().await;
+    let text = scrape(&reqwest::Client::new(), &h.admin_url("/metrics")).await;
+    assert!(!text.contains("smh_gateway_jwks_"), "{text}");
 }

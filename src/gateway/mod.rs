@@ -47,7 +47,7 @@ use tracing::Instrument;
 use crate::audit::{Audit, Target};
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::metrics::Metrics;
+use crate::metrics::{LibraryMetrics, Metrics};
 use crate::policy::{Operation, Policy};
 use crate::request_id::{RequestId, REQUEST_ID};
 use crate::server::ConnInfo;
@@ -64,8 +64,8 @@ use route::SmhRoute;
 pub struct Library {
     pub id: Arc<str>,
     pub upstream: Upstream,
-    /// Index of this library's metric handles.
-    pub metrics_idx: usize,
+    /// This library's metric handles.
+    pub metrics: Arc<LibraryMetrics>,
 }
 
 pub struct Gateway {
@@ -105,7 +105,7 @@ impl Gateway {
             l.target = Some(Target::new(route.space, route.rest));
             if let Some(lib) = library {
                 l.library = Some(lib.id.clone());
-                l.lib_idx = Some(lib.metrics_idx);
+                l.lib_metrics = Some(lib.metrics.clone());
             }
         }
         let library =
@@ -193,7 +193,7 @@ impl Gateway {
             // and gets the fresh token then.
             if body.is_replayable() {
                 tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
-                self.metrics.remint(library.metrics_idx);
+                library.metrics.remint();
                 (token, _) = Box::pin(self.tokens.get(&key)).await.map_err(mint_error)?;
                 lock(log).token = Some(TokenOutcome::Reminted);
                 sent = Box::pin(forward::send(
@@ -205,8 +205,7 @@ impl Gateway {
                 .await?;
             }
         }
-        self.metrics
-            .observe_upstream(library.metrics_idx, sent.upstream_latency);
+        library.metrics.observe_upstream(sent.upstream_latency);
         let mut l = lock(log);
         l.code = sent.code.map(Cow::Owned);
         l.upstream_latency = Some(sent.upstream_latency);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::jwks::RemoteJwks;
+use super::jwks::{JwksObserver, RemoteJwks};
 use super::keys::{self, Family, Key};
 use crate::config::JwtConfig;
 use crate::error::GatewayError;
@@ -42,7 +42,11 @@ impl std::fmt::Debug for JwtValidator {
 impl JwtValidator {
     /// Builds the validator; a JWKS URL is fetched once here (failure is
     /// logged, not fatal: the refresher and unknown-kid re-fetches retry).
-    pub async fn from_config(cfg: &JwtConfig, connect_timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn from_config(
+        cfg: &JwtConfig,
+        connect_timeout: Duration,
+        jwks_observer: Option<Arc<dyn JwksObserver>>,
+    ) -> anyhow::Result<Self> {
         let mut validations = HashMap::new();
         for alg in &cfg.algorithms {
             let alg = Algorithm::from_str(alg.get_ref())
@@ -118,6 +122,7 @@ impl JwtValidator {
                     url,
                     upstream,
                     Duration::from_secs(cfg.jwks_min_refetch_secs),
+                    jwks_observer,
                 )?);
                 if let Err(e) = jwks.refresh().await {
                     tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry");

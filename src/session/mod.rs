@@ -142,11 +142,13 @@ impl std::fmt::Debug for SessionValidator {
 }
 
 impl SessionValidator {
-    /// `kept_claims`: the claim names policy templates use.
+    /// `kept_claims`: the claim names policy templates use;
+    /// `jwks_observer`: told the outcome of every JWKS fetch.
     pub async fn from_config(
         cfg: &SessionConfig,
         connect_timeout: Duration,
         kept_claims: Vec<String>,
+        jwks_observer: Option<Arc<dyn jwks::JwksObserver>>,
     ) -> anyhow::Result<Self> {
         let sources = cfg
             .credentials
@@ -154,9 +156,9 @@ impl SessionValidator {
             .map(|s| CredentialSource::parse(s.get_ref()).map_err(anyhow::Error::msg))
             .collect::<Result<Vec<_>, _>>()?;
         let validator = match cfg.mode {
-            SessionMode::Jwt => {
-                Validator::Jwt(JwtValidator::from_config(&cfg.jwt, connect_timeout).await?)
-            }
+            SessionMode::Jwt => Validator::Jwt(
+                JwtValidator::from_config(&cfg.jwt, connect_timeout, jwks_observer).await?,
+            ),
             SessionMode::Introspection => {
                 let i = cfg.introspection.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("session.mode = introspection needs [session.introspection]")
