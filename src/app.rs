@@ -68,9 +68,18 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Records of the last requests are still queued: write them
+        // before the process exits.
+        self.gateway.audit.flush().await;
         // The admin port answers probes until the drain is over.
         self.admin_shutdown.trigger_at_once();
         let _ = self.admin_task.await;
+    }
+
+    /// Reopens the audit file at its configured path (SIGUSR1, after
+    /// logrotate moved it).
+    pub fn reopen_audit(&self) {
+        self.gateway.audit.reopen();
     }
 
     /// Re-reads the configuration file and swaps in the listener

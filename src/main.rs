@@ -187,6 +187,9 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     // killing the process (the default action).
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // SIGUSR1 reopens the audit file (logrotate's move-then-signal).
+    #[cfg(unix)]
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let shutdown = Shutdown::default();
     let running = smh_gateway::app::start(&cfg, shutdown.clone()).await?;
     #[cfg(unix)]
@@ -194,6 +197,7 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = running.reload(&path); }
+                _ = usr1.recv() => running.reopen_audit(),
                 _ = wait_for_signal() => break,
             }
         }
