@@ -14,9 +14,9 @@ use smh_gateway::audit::{AuditRecord, Target};
 use smh_gateway::emulator::{Emulator, EmulatorConfig};
 use smh_gateway::error::GatewayError;
 use smh_gateway::gateway::route::SmhRoute;
-use smh_gateway::gateway::RequestId;
 use smh_gateway::gateway::{query, rewrite};
 use smh_gateway::metrics::Metrics;
+use smh_gateway::request_id::RequestId;
 use smh_gateway::session::{SessionMemo, SessionValidator};
 use smh_gateway::smh::token::{MintTarget, TokenKey, TokenMemo, TokenService};
 use smh_gateway::upstream::Upstream;
@@ -87,7 +87,7 @@ fn token_cache_hit(c: &mut Criterion) {
     let target = MintTarget {
         upstream,
         secret: smh_gateway::secret::Secret::new(emu.library_secret()),
-        metrics_idx: 0,
+        metrics: metrics.library(emu.library_id()),
     };
     let tokens = TokenService::new(
         smh_gateway::smh::token::CacheLimits {
@@ -171,6 +171,7 @@ audience = "smh-gateway"
             cfg.session,
             Duration::from_secs(5),
             Vec::new(),
+            None,
         ))
         .unwrap();
     let mut group = c.benchmark_group("session");

@@ -77,9 +77,20 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Records of the last requests are still queued: write them
+        // before the process exits.
+        self.gateway.audit.flush().await;
+        // The last requests' audit records reach the sink before exit.
+        self.gateway.audit.flush().await;
         // The admin port answers probes until the drain is over.
         self.admin_shutdown.trigger_at_once();
         let _ = self.admin_task.await;
+    }
+
+    /// Reopens the audit file at its configured path (SIGUSR1, after
+    /// logrotate moved it).
+    pub fn reopen_audit(&self) {
+        self.gateway.audit.reopen();
     }
 
     /// Re-reads the configuration file and swaps in everything a running
@@ -165,6 +176,13 @@ impl Reloader {
         for id in changed {
             self.gateway.tokens.forget_library(&id);
         }
+        // Series of libraries the file no longer names go; a request still
+        // holding their handles counts into unexported ones.
+        for old in &state.libraries {
+            if !libraries.iter().any(|l| l.id == old.id) {
+                self.metrics.forget_library(&old.id);
+            }
+        }
         state.generation = generation;
         state.fixed = fixed;
         state.libraries = libraries;
@@ -204,6 +222,7 @@ async fn build_active(
     let read_timeout = Duration::from_secs(cfg.upstream.read_timeout_secs);
     let mut libraries = HashMap::new();
     for lib in &cfg.libraries {
+        let lib_metrics = metrics.library(&lib.id);
         let kept = previous.and_then(|(active, old)| {
             let before = old.iter().find(|o| o.id == lib.id)?;
             let running = active.libraries.get(&lib.id)?;
@@ -211,17 +230,17 @@ async fn build_active(
         });
         let upstream = match kept {
             Some(u) => u,
-            None => Upstream::new(
+            None => Upstream::observed(
                 &lib.upstream_url,
                 &lib.extra_ca,
                 connect_timeout,
                 pool_idle,
                 read_timeout,
                 cfg.upstream.http2,
+                lib_metrics.clone(),
             )
             .with_context(|| format!("library {}: upstream", lib.id))?,
         };
-        let metrics_idx = metrics.library_index(&lib.id);
         let id: Arc<str> = Arc::from(lib.id.as_str());
         libraries.insert(
             lib.id.clone(),
@@ -230,10 +249,10 @@ async fn build_active(
                 mint: MintTarget {
                     upstream: upstream.clone(),
                     secret: lib.secret.clone(),
-                    metrics_idx,
+                    metrics: lib_metrics.clone(),
                 },
                 upstream,
-                metrics_idx,
+                metrics: lib_metrics,
             },
         );
     }
@@ -246,8 +265,13 @@ async fn build_active(
         None => Vec::new(),
     };
     let policy = Policy::new(cfg.roles);
-    let sessions =
-        SessionValidator::new(cfg.session, connect_timeout, policy.referenced_claims()).await?;
+    let sessions = SessionValidator::new(
+        cfg.session,
+        connect_timeout,
+        policy.referenced_claims(),
+        Some(metrics.clone()),
+    )
+    .await?;
     let max_concurrent = cfg.limits.max_concurrent_requests;
     let concurrency = match previous {
         // Same size: the same permits, so requests in flight across the

@@ -7,31 +7,45 @@
 //! built from typed fields (no headers, no query string).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::sync::oneshot;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use serde::Serialize;
 
 use crate::config::{AuditSettings, AuditSink};
-use crate::gateway::request_id::RequestId;
 use crate::metrics::Metrics;
+use crate::request_id::RequestId;
 
-/// How often the writer thread looks for queued records: short enough that
-/// the audit trail is current, long enough to write records in batches.
-const WRITER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-/// The writer's buffer per sink. Records are about 400 bytes, so std's
-/// 8 KiB default wrote every 20-odd records under load (one `write` syscall
-/// each); this writes every 160-odd, or once per batch.
+/// While records keep coming, the writer naps this long between batches
+/// instead of waiting on the queue: a waiting writer must be woken by
+/// the request that queues the next record (a futex syscall on the
+/// request path, and a context switch, per record under load); a napping
+/// one is not. Records reach the sink within one interval. When a nap
+/// ends with nothing queued, the writer waits on the queue again, so an
+/// idle gateway's writer never wakes up.
+const WRITER_INTERVAL: Duration = Duration::from_millis(10);
+/// Records are about 400 bytes; a batch is written out in one `write`
+/// when the queue is drained or when it reaches this size, whichever
+/// comes first (std's 8 KiB buffer wrote every 20-odd records).
 const SINK_BUFFER_BYTES: usize = 64 * 1024;
+/// A failing sink (a full disk) is reported at most once per this
+/// interval, with the number of records lost since the last report: one
+/// line per lost record would flood the log that is meant to say so.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// [`Audit::flush`] gives up after this: at shutdown, a sink that cannot
+/// take a batch in this long is failing, and the process must still stop.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One request, as the audit trail records it. Fields stay typed until the
 /// writer thread serialises them: the request path only moves values.
@@ -280,13 +294,27 @@ fn rfc3339(time: SystemTime) -> StackStr {
     StackStr::joined(&[std::str::from_utf8(&b).unwrap_or_default()])
 }
 
+/// What the writer thread is sent. Records travel by value: boxing them
+/// to shrink the rare variants would allocate once per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(AuditRecord),
+    /// Write what came before to the file as it is, then reopen its path.
+    Reopen,
+    /// Answered once everything queued before it has been written.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The request path's handle: `record` never blocks.
 #[derive(Clone)]
 pub struct Audit {
     /// tokio's bounded channel grows in small blocks as records queue up;
     /// std's `sync_channel` would reserve every slot up front (tens of MiB
     /// for the default capacity) whether or not traffic ever needs them.
-    tx: Option<Sender<AuditRecord>>,
+    tx: Option<Sender<Msg>>,
+    /// Set by [`Audit::reopen`] when the queue had no room for the
+    /// request; the writer then reopens at the end of its batch.
+    reopen: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
@@ -298,11 +326,18 @@ impl std::fmt::Debug for Audit {
     }
 }
 
+/// Where the writer thread writes.
+struct Sinks {
+    /// Standard output (tests put other streams here).
+    stdout: Option<StreamSink<Box<dyn Write + Send>>>,
+    file: Option<RotatingFile>,
+}
+
 impl Audit {
     /// Starts the writer thread for `cfg` (none when the sink is `off`).
     pub fn start(cfg: &AuditSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         if cfg.sink == AuditSink::Off {
-            return Ok(Self { tx: None, metrics });
+            return Ok(Self::disabled(metrics));
         }
         let file = match cfg.sink {
             AuditSink::File | AuditSink::Both => {
@@ -313,21 +348,46 @@ impl Audit {
             }
             _ => None,
         };
-        let stdout = matches!(cfg.sink, AuditSink::Stdout | AuditSink::Both);
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
-        let writer_metrics = metrics.clone();
+        let stdout = matches!(cfg.sink, AuditSink::Stdout | AuditSink::Both)
+            .then(|| StreamSink::new(Box::new(io::stdout()) as Box<dyn Write + Send>));
+        Self::spawn(Sinks { stdout, file }, cfg.queue_capacity, metrics)
+    }
+
+    fn spawn(sinks: Sinks, capacity: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer::new(sinks, reopen.clone(), metrics.clone());
+        // Queued, plus taken by the writer and not yet written: with a
+        // stuck sink, written + dropped + this accounts for every record.
+        let weak = tx.downgrade();
+        let held = writer.held.clone();
+        metrics.sample_audit_queue(move || {
+            let queued = weak
+                .upgrade()
+                .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+            queued + held.load(Ordering::Relaxed)
+        });
         std::thread::Builder::new()
             .name("smh-audit".into())
-            .spawn(move || write_loop(rx, stdout, file, writer_metrics))?;
+            .spawn(move || {
+                write_loop(&mut ChannelQueue(rx), &mut writer, || {
+                    std::thread::sleep(WRITER_INTERVAL)
+                })
+            })?;
         Ok(Self {
             tx: Some(tx),
+            reopen,
             metrics,
         })
     }
 
     /// A sink that discards (for benches and embedded use).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Self { tx: None, metrics }
+        Self {
+            tx: None,
+            reopen: Arc::default(),
+            metrics,
+        }
     }
 
     /// False when the sink is `off`: callers can skip building records.
@@ -337,71 +397,358 @@ impl Audit {
 
     pub fn record(&self, rec: AuditRecord) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(rec) {
+        match tx.try_send(Msg::Record(rec)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.metrics.audit_dropped.inc(),
             Err(TrySendError::Closed(_)) => self.metrics.audit_dropped.inc(),
         }
     }
-}
 
-fn write_loop(
-    mut rx: Receiver<AuditRecord>,
-    stdout: bool,
-    mut file: Option<RotatingFile>,
-    metrics: Arc<Metrics>,
-) {
-    let mut out = stdout.then(|| BufWriter::with_capacity(SINK_BUFFER_BYTES, std::io::stdout()));
-    let mut line = Vec::with_capacity(512);
-    loop {
-        // Drain everything queued, then flush once and nap. Polling instead
-        // of blocking on the channel means request threads never have to
-        // wake this thread (a futex syscall and a context switch per record
-        // under load); records reach the sink within one interval.
-        let mut wrote = false;
-        let closed = loop {
-            match rx.try_recv() {
-                Ok(rec) => {
-                    line.clear();
-                    rec.write_json_line(&mut line);
-                    if let Some(o) = out.as_mut() {
-                        let _ = o.write_all(&line);
-                    }
-                    if let Some(f) = file.as_mut() {
-                        if let Err(e) = f.write(&line) {
-                            tracing::error!(error = %e, "audit file write failed");
-                        }
-                    }
-                    metrics.audit_written.inc();
-                    wrote = true;
-                }
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
-            }
-        };
-        if wrote {
-            if let Some(o) = out.as_mut() {
-                let _ = o.flush();
-            }
-            if let Some(f) = file.as_mut() {
-                let _ = f.flush();
-            }
+    /// Reopens the audit file at its path once the records queued so far
+    /// are written (SIGUSR1: logrotate moved the file and wants a new one).
+    /// Never blocks: with the queue full, the writer is busy and sees the
+    /// request at the end of its batch instead.
+    pub fn reopen(&self) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(Msg::Reopen).is_err() {
+            self.reopen.store(true, Ordering::Release);
         }
-        if closed {
-            return;
-        }
-        std::thread::sleep(WRITER_INTERVAL);
+    }
+
+    /// Waits until every record queued before this call has been written
+    /// or has failed; false when that took longer than [`FLUSH_TIMEOUT`]
+    /// or the writer is gone.
+    pub async fn flush(&self) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (done, written) = oneshot::channel();
+        let flushed = async { tx.send(Msg::Flush(done)).await.is_ok() && written.await.is_ok() };
+        tokio::time::timeout(FLUSH_TIMEOUT, flushed)
+            .await
+            .unwrap_or(false)
     }
 }
 
-/// A file that rotates by size: `audit.jsonl` -> `audit.jsonl.1` -> ... up
-/// to `max_files` old files.
+/// The writer's view of its queue (a channel; tests script one).
+trait Queue {
+    /// Waits for the next message; `None` once every sender is gone.
+    fn wait(&mut self) -> Option<Msg>;
+    fn poll(&mut self) -> Result<Msg, Drained>;
+}
+
+/// Why [`Queue::poll`] has no message.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    Empty,
+    Closed,
+}
+
+struct ChannelQueue(Receiver<Msg>);
+
+impl Queue for ChannelQueue {
+    fn wait(&mut self) -> Option<Msg> {
+        self.0.blocking_recv()
+    }
+
+    fn poll(&mut self) -> Result<Msg, Drained> {
+        self.0.try_recv().map_err(|e| match e {
+            TryRecvError::Empty => Drained::Empty,
+            TryRecvError::Disconnected => Drained::Closed,
+        })
+    }
+}
+
+/// Idle, the writer waits on the queue (no timer, no wake-up until a
+/// record comes). Busy, it writes what is queued as one batch, naps, and
+/// looks again; a nap that ends with nothing queued puts it back to
+/// waiting. See [`WRITER_INTERVAL`] for why it naps rather than waits
+/// while busy.
+fn write_loop(queue: &mut impl Queue, writer: &mut Writer, mut nap: impl FnMut()) {
+    'idle: while let Some(first) = queue.wait() {
+        writer.take(first);
+        loop {
+            let closed = loop {
+                match queue.poll() {
+                    Ok(m) => writer.take(m),
+                    Err(Drained::Empty) => break false,
+                    Err(Drained::Closed) => break true,
+                }
+            };
+            writer.end_batch();
+            if closed {
+                return;
+            }
+            nap();
+            match queue.poll() {
+                Ok(m) => writer.take(m),
+                Err(Drained::Empty) => continue 'idle,
+                Err(Drained::Closed) => return,
+            }
+        }
+    }
+    writer.end_batch();
+}
+
+/// Turns records into lines, batches them, writes each batch to every
+/// sink, and counts each record's fate by what the sinks did.
+struct Writer {
+    sinks: Sinks,
+    /// The batch: whole lines, and where each record's line ends.
+    batch: Vec<u8>,
+    ends: Vec<usize>,
+    /// Flush requests waiting for the batch they follow to be written.
+    waiters: Vec<oneshot::Sender<()>>,
+    reopen: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// Records in the batch, for the queue depth gauge.
+    held: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    fn new(sinks: Sinks, reopen: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sinks,
+            batch: Vec::with_capacity(SINK_BUFFER_BYTES),
+            ends: Vec::new(),
+            waiters: Vec::new(),
+            reopen,
+            metrics,
+            held: Arc::default(),
+        }
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Record(rec) => {
+                rec.write_json_line(&mut self.batch);
+                self.ends.push(self.batch.len());
+                self.held.store(self.ends.len(), Ordering::Relaxed);
+                if self.batch.len() >= SINK_BUFFER_BYTES {
+                    self.write_batch();
+                }
+            }
+            Msg::Reopen => {
+                self.write_batch();
+                self.reopen_file();
+            }
+            Msg::Flush(done) => self.waiters.push(done),
+        }
+    }
+
+    /// Writes the batch out, then does what waited for it: a reopen, and
+    /// answering flushes.
+    fn end_batch(&mut self) {
+        self.write_batch();
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            self.reopen_file();
+        }
+        for done in self.waiters.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    fn reopen_file(&mut self) {
+        if let Some(f) = self.sinks.file.as_mut() {
+            match f.reopen() {
+                Ok(()) => tracing::info!(path = %f.path.display(), "audit file reopened"),
+                // The old file (moved, but still open) keeps the trail.
+                Err(e) => {
+                    tracing::error!(path = %f.path.display(), error = %e, "cannot reopen the audit file; still writing to the old one")
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self) {
+        let n = self.ends.len();
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        // A record is written when every sink took it whole.
+        let mut whole = n;
+        if let Some(s) = self.sinks.stdout.as_mut() {
+            whole = whole.min(s.write_records(&self.batch, &self.ends, now));
+        }
+        if let Some(f) = self.sinks.file.as_mut() {
+            whole = whole.min(f.write_records(&self.batch, &self.ends, now));
+        }
+        self.metrics.audit_written.inc_by(whole as u64);
+        self.metrics.audit_failed.inc_by((n - whole) as u64);
+        self.held.store(0, Ordering::Relaxed);
+        self.batch.clear();
+        self.ends.clear();
+    }
+}
+
+/// How a sink's trouble reaches the log: the first failure at once, then
+/// at most one line per [`FAILURE_LOG_INTERVAL`] with the records lost
+/// since the last line, and one when the sink takes records again.
+#[derive(Debug)]
+struct FailureLog {
+    sink: &'static str,
+    every: Duration,
+    last_line: Option<Instant>,
+    failing: bool,
+    /// Records lost since the last line.
+    lost: u64,
+}
+
+/// A line [`FailureLog`] decided to write.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    Failing { lost: u64 },
+    Recovered { lost: u64 },
+}
+
+impl FailureLog {
+    fn new(sink: &'static str, every: Duration) -> Self {
+        Self {
+            sink,
+            every,
+            last_line: None,
+            failing: false,
+            lost: 0,
+        }
+    }
+
+    fn failed(&mut self, now: Instant, lost: u64) -> Option<Report> {
+        self.failing = true;
+        self.lost += lost;
+        if self
+            .last_line
+            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(Report::Failing {
+            lost: std::mem::take(&mut self.lost),
+        })
+    }
+
+    fn succeeded(&mut self) -> Option<Report> {
+        if !std::mem::take(&mut self.failing) {
+            return None;
+        }
+        Some(Report::Recovered {
+            lost: std::mem::take(&mut self.lost),
+        })
+    }
+
+    /// Logs what [`FailureLog::failed`] or [`FailureLog::succeeded`] decided.
+    fn log(&self, report: Option<Report>, error: Option<&io::Error>) {
+        match report {
+            Some(Report::Failing { lost }) => tracing::error!(
+                sink = self.sink,
+                error = %error.map(ToString::to_string).unwrap_or_default(),
+                lost,
+                every_secs = self.every.as_secs(),
+                "audit sink write failed; records lost since the last report (reported at most once per interval)"
+            ),
+            Some(Report::Recovered { lost }) => tracing::warn!(
+                sink = self.sink,
+                lost,
+                "audit sink writes again; records lost since the last report"
+            ),
+            None => {}
+        }
+    }
+
+    /// Records the outcome of writing `n` records, `whole` of them whole.
+    fn outcome(&mut self, now: Instant, n: usize, whole: usize, error: Option<io::Error>) {
+        let report = match &error {
+            Some(_) => self.failed(now, (n - whole) as u64),
+            None => self.succeeded(),
+        };
+        self.log(report, error.as_ref());
+    }
+}
+
+/// Writes `buf` to `w` and says how many bytes got out, and the error
+/// that stopped it (`write_all` forgets how far it got).
+fn write_counted(w: &mut impl Write, buf: &[u8]) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match w.write(&buf[done..]) {
+            Ok(0) => return (done, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// Lines `buf[..]` (records ending at `ends`, offsets from `base`) to `w`.
+/// Returns how many records went out whole, the bytes written, and the
+/// error. `torn` says a failed write may have left part of a line behind:
+/// the next write starts a new line first, so a fragment never joins a
+/// whole record into one unparsable line.
+fn put_records(
+    w: &mut impl Write,
+    torn: &mut bool,
+    buf: &[u8],
+    ends: &[usize],
+    base: usize,
+) -> (usize, u64, Option<io::Error>) {
+    let mut bytes = 0;
+    if *torn {
+        match write_counted(w, b"\n") {
+            (1, None) => {
+                *torn = false;
+                bytes = 1;
+            }
+            (_, e) => return (0, 0, e),
+        }
+    }
+    let (n, err) = write_counted(w, buf);
+    bytes += n as u64;
+    let whole = ends.iter().take_while(|&&end| end - base <= n).count();
+    if err.is_some() {
+        let whole_bytes = whole.checked_sub(1).map_or(0, |i| ends[i] - base);
+        *torn = n > whole_bytes;
+    }
+    (whole, bytes, err)
+}
+
+/// Standard output (or any stream) as a sink.
+struct StreamSink<W: Write> {
+    w: W,
+    torn: bool,
+    failures: FailureLog,
+}
+
+impl<W: Write> StreamSink<W> {
+    fn new(w: W) -> Self {
+        Self {
+            w,
+            torn: false,
+            failures: FailureLog::new("stdout", FAILURE_LOG_INTERVAL),
+        }
+    }
+
+    /// Returns how many of the records went out whole.
+    fn write_records(&mut self, buf: &[u8], ends: &[usize], now: Instant) -> usize {
+        let (whole, _, mut err) = put_records(&mut self.w, &mut self.torn, buf, ends, 0);
+        if err.is_none() {
+            err = self.w.flush().err();
+        }
+        self.failures.outcome(now, ends.len(), whole, err);
+        whole
+    }
+}
+
+/// A file that rotates by size, at record boundaries: `audit.jsonl` ->
+/// `audit.jsonl.1` -> ... up to `max_files` old files. Unbuffered: the
+/// writer hands it whole batches.
 struct RotatingFile {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
     written: u64,
     max_bytes: u64,
     max_files: u32,
+    torn: bool,
+    failures: FailureLog,
 }
 
 impl RotatingFile {
@@ -415,28 +762,70 @@ impl RotatingFile {
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             path,
-            file: BufWriter::with_capacity(SINK_BUFFER_BYTES, file),
+            file,
             written,
             max_bytes,
             max_files,
+            torn: false,
+            failures: FailureLog::new("file", FAILURE_LOG_INTERVAL),
         })
     }
 
-    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.written > 0 && self.written + line.len() as u64 > self.max_bytes {
-            self.rotate()?;
-        }
-        self.file.write_all(line)?;
-        self.written += line.len() as u64;
+    /// The file at `path` again (after it was moved away), created if need be.
+    fn reopen(&mut self) -> io::Result<()> {
+        let file = open_append(&self.path)?;
+        self.written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = file;
+        self.torn = false;
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+    /// Writes the records (ending at `ends` in `buf`), rotating between
+    /// records when the next ones would pass `max_bytes` (a record larger
+    /// than that still goes whole into an empty file). Returns how many
+    /// went out whole.
+    fn write_records(&mut self, buf: &[u8], ends: &[usize], now: Instant) -> usize {
+        let (whole, err) = self.write_rotating(buf, ends);
+        self.failures.outcome(now, ends.len(), whole, err);
+        whole
     }
 
-    fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
+    fn write_rotating(&mut self, buf: &[u8], ends: &[usize]) -> (usize, Option<io::Error>) {
+        let mut done = 0;
+        let mut base = 0;
+        while done < ends.len() {
+            let mut fit = done;
+            while fit < ends.len()
+                && (self.written + (ends[fit] - base) as u64 <= self.max_bytes
+                    || (fit == done && self.written == 0))
+            {
+                fit += 1;
+            }
+            if fit == done {
+                if let Err(e) = self.rotate() {
+                    return (done, Some(e));
+                }
+                continue;
+            }
+            let end = ends[fit - 1];
+            let (whole, bytes, err) = put_records(
+                &mut self.file,
+                &mut self.torn,
+                &buf[base..end],
+                &ends[done..fit],
+                base,
+            );
+            self.written += bytes;
+            if err.is_some() {
+                return (done + whole, err);
+            }
+            done = fit;
+            base = end;
+        }
+        (done, None)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
         for i in (1..self.max_files).rev() {
             let from = numbered(&self.path, i);
             if from.exists() {
@@ -448,9 +837,7 @@ impl RotatingFile {
         } else {
             std::fs::remove_file(&self.path)?;
         }
-        self.file = BufWriter::with_capacity(SINK_BUFFER_BYTES, open_append(&self.path)?);
-        self.written = 0;
-        Ok(())
+        self.reopen()
     }
 }
 
@@ -460,7 +847,7 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
+fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
@@ -600,25 +987,406 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rotates_by_size_and_keeps_max_files() {
-        let dir = std::env::temp_dir().join(format!("smh-audit-rot-{}", std::process::id()));
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smh-audit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
-        let mut f = RotatingFile::open(path.clone(), 100, 2).unwrap();
-        for i in 0..10 {
-            f.write(format!("{{\"n\":{i:040}}}\n").as_bytes()).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Lines and their end offsets, as the writer batches them.
+    fn batch(lines: &[String]) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut ends = Vec::new();
+        for l in lines {
+            buf.extend_from_slice(l.as_bytes());
+            ends.push(buf.len());
         }
-        f.flush().unwrap();
-        assert!(path.exists() && numbered(&path, 1).exists() && numbered(&path, 2).exists());
-        assert!(
-            !numbered(&path, 3).exists(),
-            "only max_files old files are kept"
+        (buf, ends)
+    }
+
+    #[test]
+    fn rotates_by_size_at_record_boundaries_and_keeps_max_files() {
+        let lines: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i:040}}}\n")).collect();
+        // One record per batch, and all of them in one batch: the same files.
+        for one_batch in [false, true] {
+            let dir = temp_dir(&format!("rot-{one_batch}"));
+            let path = dir.join("audit.jsonl");
+            let mut f = RotatingFile::open(path.clone(), 100, 2).unwrap();
+            if one_batch {
+                let (buf, ends) = batch(&lines);
+                assert_eq!(f.write_records(&buf, &ends, Instant::now()), 10);
+            } else {
+                for l in &lines {
+                    let (buf, ends) = batch(std::slice::from_ref(l));
+                    assert_eq!(f.write_records(&buf, &ends, Instant::now()), 1);
+                }
+            }
+            assert!(path.exists() && numbered(&path, 1).exists() && numbered(&path, 2).exists());
+            assert!(
+                !numbered(&path, 3).exists(),
+                "only max_files old files are kept"
+            );
+            for p in [&path, &numbered(&path, 1), &numbered(&path, 2)] {
+                let text = std::fs::read_to_string(p).unwrap();
+                assert!(text.len() <= 100);
+                assert!(
+                    text.lines().all(|l| l.len() == 46),
+                    "whole records: {text:?}"
+                );
+            }
+            let newest = std::fs::read_to_string(&path).unwrap();
+            assert!(newest.contains("\"n\":0000000000000000000000000000000000000009"));
+        }
+    }
+
+    /// What a scripted queue answers, in order.
+    enum Step {
+        Wait(Option<Msg>),
+        Poll(Result<Msg, Drained>),
+    }
+
+    struct Script {
+        steps: std::collections::VecDeque<Step>,
+        trace: std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>,
+    }
+
+    impl Script {
+        fn next(&mut self, call: &'static str) -> Step {
+            self.trace.borrow_mut().push(call);
+            let step = self.steps.pop_front().unwrap_or_else(|| {
+                panic!(
+                    "unexpected {call} after the script: {:?}",
+                    self.trace.borrow()
+                )
+            });
+            let expected = match step {
+                Step::Wait(_) => "wait",
+                Step::Poll(_) => "poll",
+            };
+            assert_eq!(call, expected, "calls so far: {:?}", self.trace.borrow());
+            step
+        }
+    }
+
+    impl Queue for Script {
+        fn wait(&mut self) -> Option<Msg> {
+            match self.next("wait") {
+                Step::Wait(m) => m,
+                _ => unreachable!(),
+            }
+        }
+        fn poll(&mut self) -> Result<Msg, Drained> {
+            match self.next("poll") {
+                Step::Poll(p) => p,
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// A stream that keeps each write call apart, shared with the test.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn stream_writer(w: impl Write + Send + 'static, metrics: &Arc<Metrics>) -> Writer {
+        let sinks = Sinks {
+            stdout: Some(StreamSink::new(Box::new(w))),
+            file: None,
+        };
+        Writer::new(sinks, Arc::default(), metrics.clone())
+    }
+
+    fn rec_msg(user: &str) -> Msg {
+        let mut r = record();
+        r.user_id = Some(user.into());
+        Msg::Record(r)
+    }
+
+    /// Idle, the loop waits on the queue; busy, it writes a batch and naps;
+    /// a nap that finds nothing queued goes back to waiting — so an idle
+    /// writer has no timer and is woken only by a record.
+    #[test]
+    fn an_idle_writer_waits_and_a_busy_one_batches_and_naps() {
+        let trace = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut queue = Script {
+            steps: [
+                Step::Wait(Some(rec_msg("a"))),
+                Step::Poll(Ok(rec_msg("b"))),
+                Step::Poll(Err(Drained::Empty)),
+                // nap
+                Step::Poll(Ok(rec_msg("c"))),
+                Step::Poll(Err(Drained::Empty)),
+                // nap
+                Step::Poll(Err(Drained::Empty)),
+                // Idle again: waits (it would sleep and poll if it napped
+                // here, and the script would fail).
+                Step::Wait(Some(rec_msg("d"))),
+                Step::Poll(Err(Drained::Closed)),
+            ]
+            .into(),
+            trace: trace.clone(),
+        };
+        let metrics = Arc::new(Metrics::new(&[]));
+        let out = Writes::default();
+        let mut writer = stream_writer(out.clone(), &metrics);
+        let naps = trace.clone();
+        write_loop(&mut queue, &mut writer, || naps.borrow_mut().push("nap"));
+        assert!(queue.steps.is_empty());
+        assert_eq!(
+            *trace.borrow(),
+            ["wait", "poll", "poll", "nap", "poll", "poll", "nap", "poll", "wait", "poll"]
         );
-        for p in [&path, &numbered(&path, 1), &numbered(&path, 2)] {
-            assert!(std::fs::metadata(p).unwrap().len() <= 100);
+        let batches: Vec<Vec<String>> = out
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                String::from_utf8(w.clone())
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l).unwrap()["user_id"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            batches,
+            [vec!["a", "b"], vec!["c"], vec!["d"]],
+            "one write per batch"
+        );
+        assert_eq!(metrics.audit_written.get(), 4);
+    }
+
+    #[test]
+    fn a_failing_sink_is_reported_once_per_interval_with_what_it_lost() {
+        let every = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut log = FailureLog::new("file", every);
+        assert_eq!(log.succeeded(), None, "nothing to say while healthy");
+        assert_eq!(log.failed(t0, 3), Some(Report::Failing { lost: 3 }));
+        assert_eq!(log.failed(t0 + Duration::from_secs(1), 2), None);
+        assert_eq!(log.failed(t0 + Duration::from_secs(59), 1), None);
+        assert_eq!(
+            log.failed(t0 + every, 4),
+            Some(Report::Failing { lost: 7 }),
+            "the next line counts everything lost since the last"
+        );
+        assert_eq!(log.failed(t0 + every + Duration::from_secs(5), 2), None);
+        assert_eq!(log.succeeded(), Some(Report::Recovered { lost: 2 }));
+        assert_eq!(log.succeeded(), None);
+        // A new failure right after recovering is within the interval of
+        // the last line: it waits for the next one.
+        assert_eq!(log.failed(t0 + every + Duration::from_secs(6), 1), None);
+        assert_eq!(
+            log.failed(t0 + every * 2, 1),
+            Some(Report::Failing { lost: 2 })
+        );
+    }
+
+    async fn spawn_with(sinks: Sinks, capacity: usize) -> (Audit, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(&[]));
+        let audit = Audit::spawn(sinks, capacity, metrics.clone()).unwrap();
+        (audit, metrics)
+    }
+
+    /// `/dev/full` opens like any file and refuses every write (ENOSPC),
+    /// as a full disk does.
+    #[tokio::test]
+    async fn records_count_as_written_only_when_the_write_succeeded() {
+        let full = RotatingFile::open(PathBuf::from("/dev/full"), 100, 2).unwrap();
+        let (audit, metrics) = spawn_with(
+            Sinks {
+                stdout: None,
+                file: Some(full),
+            },
+            64,
+        )
+        .await;
+        for _ in 0..5 {
+            audit.record(record());
         }
-        let newest = std::fs::read_to_string(&path).unwrap();
-        assert!(newest.contains("\"n\":0000000000000000000000000000000000000009"));
+        assert!(audit.flush().await);
+        assert_eq!(metrics.audit_failed.get(), 5);
+        assert_eq!(metrics.audit_written.get(), 0);
+
+        let dir = temp_dir("written");
+        let path = dir.join("audit.jsonl");
+        let file = RotatingFile::open(path.clone(), 1 << 20, 2).unwrap();
+        let (audit, metrics) = spawn_with(
+            Sinks {
+                stdout: None,
+                file: Some(file),
+            },
+            64,
+        )
+        .await;
+        for _ in 0..5 {
+            audit.record(record());
+        }
+        assert!(audit.flush().await);
+        assert_eq!(metrics.audit_written.get(), 5);
+        assert_eq!(metrics.audit_failed.get(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5);
+    }
+
+    /// Takes `room` bytes, then fails once with ENOSPC, then takes all.
+    struct FillsUp {
+        room: usize,
+        failed: bool,
+        out: Vec<u8>,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.failed && self.room == 0 {
+                self.failed = true;
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let n = if self.failed {
+                buf.len()
+            } else {
+                buf.len().min(self.room)
+            };
+            self.room -= n.min(self.room);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_torn_line_never_joins_the_next_record() {
+        let lines: Vec<String> = (0..3).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        let (buf, ends) = batch(&lines);
+        let mut sink = StreamSink::new(FillsUp {
+            room: 12, // the first record (8 bytes) and half the second
+            failed: false,
+            out: Vec::new(),
+        });
+        assert_eq!(sink.write_records(&buf, &ends, Instant::now()), 1);
+        assert!(sink.torn);
+        let (buf, ends) = batch(&["{\"n\":3}\n".to_string()]);
+        assert_eq!(sink.write_records(&buf, &ends, Instant::now()), 1);
+        let text = String::from_utf8(sink.w.out).unwrap();
+        assert_eq!(text, "{\"n\":0}\n{\"n\"\n{\"n\":3}\n");
+        let parsed: Vec<bool> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .collect();
+        assert_eq!(parsed, [true, false, true], "the fragment is its own line");
+    }
+
+    #[tokio::test]
+    async fn reopen_starts_a_new_file_at_the_path_after_a_move() {
+        let dir = temp_dir("reopen");
+        let path = dir.join("audit.jsonl");
+        let moved = dir.join("audit.jsonl.moved");
+        let file = RotatingFile::open(path.clone(), 1 << 20, 2).unwrap();
+        let (audit, _) = spawn_with(
+            Sinks {
+                stdout: None,
+                file: Some(file),
+            },
+            64,
+        )
+        .await;
+        let mut first = record();
+        first.user_id = Some("before".into());
+        audit.record(first);
+        assert!(audit.flush().await);
+        std::fs::rename(&path, &moved).unwrap();
+        audit.reopen();
+        let mut second = record();
+        second.user_id = Some("after".into());
+        audit.record(second);
+        assert!(audit.flush().await);
+        let old = std::fs::read_to_string(&moved).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            old.contains("\"before\"") && !old.contains("\"after\""),
+            "{old}"
+        );
+        assert!(
+            new.contains("\"after\"") && !new.contains("\"before\""),
+            "{new}"
+        );
+    }
+
+    /// A stream whose first write waits until the test lets it go.
+    struct Stuck {
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_depth_gauge_counts_every_record_not_yet_written() {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let stuck = Stuck {
+            entered: entered_tx,
+            release: release_rx,
+        };
+        let (audit, metrics) = spawn_with(
+            Sinks {
+                stdout: Some(StreamSink::new(Box::new(stuck))),
+                file: None,
+            },
+            64,
+        )
+        .await;
+        let depth = |m: &Metrics| {
+            m.render()
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("smh_gateway_audit_queue_depth ")
+                        .map(str::to_string)
+                })
+                .unwrap()
+        };
+        assert_eq!(depth(&metrics), "0");
+        audit.record(record());
+        // The writer holds the first record in a write that does not return.
+        tokio::task::spawn_blocking(move || entered.recv().unwrap())
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            audit.record(record());
+        }
+        assert_eq!(depth(&metrics), "6", "five queued, one being written");
+        for _ in 0..6 {
+            release.send(()).unwrap();
+        }
+        assert!(audit.flush().await);
+        assert_eq!(depth(&metrics), "0");
+        assert_eq!(metrics.audit_written.get(), 6);
     }
 }

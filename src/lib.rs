@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod policy;
 pub mod secret;
+pub mod request_id;
 pub mod server;
 pub mod session;
 pub mod smh;

@@ -290,6 +290,9 @@ async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Resul
         %admin,
         "smh-gateway starting"
     );
+    // SIGUSR1 reopens the audit file (logrotate's move-then-signal).
+    #[cfg(unix)]
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let shutdown = Shutdown::default();
     let source = smh_gateway::app::ConfigSource {
         path,
@@ -302,6 +305,7 @@ async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Resul
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = running.reload().await; }
+                _ = usr1.recv() => running.reopen_audit(),
                 _ = wait_for_signal() => break,
             }
         }

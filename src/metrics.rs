@@ -1,16 +1,21 @@
 //! One Prometheus registry and typed handles. Every label is bounded —
 //! library (from config), resource (SMH's known list or "other"), method
-//! (standard methods or "other"), status class — and every per-request
-//! handle is resolved once at start-up into an index, so the request path
-//! does array indexing, not label hashing.
+//! (standard methods or "other"), status code (a fixed list or "other"),
+//! status class, failure cause — and the request path holds its library's
+//! handles ([`LibraryMetrics`]) and indexes into them, no label hashing.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    PullingGauge, Registry,
 };
+
+use crate::session::jwks::JwksObserver;
+use crate::sync::lock;
+use crate::upstream::{UpstreamFailure, UpstreamObserver};
 
 /// SMH resources labelled by name; the last entry, "other", takes the rest.
 pub use crate::smh::RESOURCES;
@@ -18,8 +23,47 @@ pub const METHODS: &[&str] = &[
     "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "other",
 ];
 pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The statuses the gateway and SMH answer with (its API reference and
+/// the gateway's own error mapping), each its own `code` label value,
+/// sorted. Anything else is `code="other"` (its `status_class` still
+/// says which class): an upstream cannot grow the label set.
+pub const STATUS_CODES: &[(u16, &str)] = &[
+    (200, "200"),
+    (201, "201"),
+    (202, "202"),
+    (204, "204"),
+    (206, "206"),
+    (207, "207"),
+    (302, "302"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (409, "409"),
+    (412, "412"),
+    (413, "413"),
+    (414, "414"),
+    (416, "416"),
+    (429, "429"),
+    (431, "431"),
+    (451, "451"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+/// The `code` of a status outside [`STATUS_CODES`].
+pub const OTHER_CODE: &str = "other";
+/// One slot per listed status, then one `other` per status class.
+const CODE_SLOTS: usize = STATUS_CODES.len() + STATUS_CLASSES.len();
 /// Label for requests whose library is not configured (bounded: one value).
+/// Only the request series carry it: nothing is sent upstream or minted
+/// for a library that does not exist.
 pub const UNKNOWN_LIBRARY: &str = "unknown";
+const MINT_OUTCOMES: [&str; 3] = ["ok", "unavailable", "rejected"];
 
 /// Latency buckets from 1 ms to 30 s: SMH API calls are tens of ms, token
 /// mints a little more, and the tail matters.
@@ -42,29 +86,256 @@ pub fn status_class_index(status: u16) -> usize {
     ((status / 100).clamp(1, 5) - 1) as usize
 }
 
-/// Per-request handles for one library. Request series are resolved on
-/// first use (once per slot) so the exposition lists only series that
-/// happened; after that the request path only indexes.
-struct LibraryHandles {
-    name: String,
-    /// [resource][method][status class]
-    requests: Vec<OnceLock<IntCounter>>,
+/// A status's slot among the `code` label values.
+fn code_slot(status: u16) -> usize {
+    match STATUS_CODES.binary_search_by_key(&status, |(c, _)| *c) {
+        Ok(i) => i,
+        Err(_) => STATUS_CODES.len() + status_class_index(status),
+    }
+}
+
+/// The `code` and `status_class` label values of a slot.
+fn code_labels(slot: usize) -> (&'static str, &'static str) {
+    match STATUS_CODES.get(slot) {
+        Some((status, text)) => (text, STATUS_CLASSES[status_class_index(*status)]),
+        None => (OTHER_CODE, STATUS_CLASSES[slot - STATUS_CODES.len()]),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The labelled families every library's handles come from.
+struct Families {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_failures: IntCounterVec,
+    upstream_idle: IntGaugeVec,
+    mints: IntCounterVec,
+    mint_duration: HistogramVec,
+    remints: IntCounterVec,
+}
+
+/// One request counter per `code` slot, for one resource and method.
+type CodeSlots = Box<[OnceLock<IntCounter>]>;
+
+/// One library's handles. The request path holds an `Arc` of these (from
+/// [`Metrics::library`]) and only indexes. Request series are made on
+/// first use (once per slot), so the exposition lists only what happened;
+/// the upstream series exist from the start for configured libraries and
+/// not at all for [`UNKNOWN_LIBRARY`].
+pub struct LibraryMetrics {
+    name: Arc<str>,
+    families: Arc<Families>,
+    /// [resource][method] -> [code slot]; the inner table is allocated the
+    /// first time its resource and method are seen.
+    requests: Box<[OnceLock<CodeSlots>]>,
     /// [resource][method]
-    duration: Vec<OnceLock<Histogram>>,
-    upstream_duration: Histogram,
-    mints_ok: IntCounter,
-    mints_unavailable: IntCounter,
-    mints_rejected: IntCounter,
+    duration: Box<[OnceLock<Histogram>]>,
+    upstream: Option<UpstreamSeries>,
+    /// Which request series exist, so that forgetting the library removes
+    /// exactly those; and whether it was forgotten, so a request still
+    /// holding these handles cannot bring a removed series back.
+    made: Mutex<Made>,
+}
+
+#[derive(Default)]
+struct Made {
+    forgotten: bool,
+    requests: Vec<(usize, usize, usize)>,
+    durations: Vec<(usize, usize)>,
+}
+
+struct UpstreamSeries {
+    duration: Histogram,
+    /// By [`UpstreamFailure::index`].
+    failures: Vec<IntCounter>,
+    idle: IntGauge,
+    /// In [`MINT_OUTCOMES`] order.
+    mints: [IntCounter; 3],
     mint_duration: Histogram,
     remints: IntCounter,
 }
 
+impl std::fmt::Debug for LibraryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibraryMetrics")
+            .field("library", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A counter registered nowhere: what a forgotten library's handles make.
+fn detached_counter() -> IntCounter {
+    IntCounter::new("smh_gateway_detached", "not exported").expect("valid metric")
+}
+
+fn detached_histogram() -> Histogram {
+    Histogram::with_opts(HistogramOpts::new("smh_gateway_detached", "not exported"))
+        .expect("valid metric")
+}
+
+impl LibraryMetrics {
+    fn new(name: &str, families: Arc<Families>, upstream: bool) -> Self {
+        let upstream = upstream.then(|| {
+            let f = &families;
+            UpstreamSeries {
+                duration: f.upstream_duration.with_label_values(&[name]),
+                failures: UpstreamFailure::ALL
+                    .iter()
+                    .map(|c| f.upstream_failures.with_label_values(&[name, c.as_str()]))
+                    .collect(),
+                idle: f.upstream_idle.with_label_values(&[name]),
+                mints: MINT_OUTCOMES.map(|o| f.mints.with_label_values(&[name, o])),
+                mint_duration: f.mint_duration.with_label_values(&[name]),
+                remints: f.remints.with_label_values(&[name]),
+            }
+        });
+        let slots = RESOURCES.len() * METHODS.len();
+        Self {
+            name: Arc::from(name),
+            families,
+            requests: (0..slots).map(|_| OnceLock::new()).collect(),
+            duration: (0..slots).map(|_| OnceLock::new()).collect(),
+            upstream,
+            made: Mutex::new(Made::default()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn observe_request(&self, resource: usize, method: usize, status: u16, elapsed: Duration) {
+        let rm = resource * METHODS.len() + method;
+        let code = code_slot(status);
+        self.requests[rm].get_or_init(|| (0..CODE_SLOTS).map(|_| OnceLock::new()).collect())[code]
+            .get_or_init(|| self.make_request_series(resource, method, code))
+            .inc();
+        self.duration[rm]
+            .get_or_init(|| self.make_duration_series(resource, method))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn make_request_series(&self, resource: usize, method: usize, code: usize) -> IntCounter {
+        let mut made = lock(&self.made);
+        if made.forgotten {
+            return detached_counter();
+        }
+        made.requests.push((resource, method, code));
+        let (code, class) = code_labels(code);
+        self.families.requests.with_label_values(&[
+            &self.name,
+            RESOURCES[resource].0,
+            METHODS[method],
+            code,
+            class,
+        ])
+    }
+
+    fn make_duration_series(&self, resource: usize, method: usize) -> Histogram {
+        let mut made = lock(&self.made);
+        if made.forgotten {
+            return detached_histogram();
+        }
+        made.durations.push((resource, method));
+        self.families.duration.with_label_values(&[
+            &self.name,
+            RESOURCES[resource].0,
+            METHODS[method],
+        ])
+    }
+
+    pub fn observe_upstream(&self, elapsed: Duration) {
+        if let Some(u) = &self.upstream {
+            u.duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn observe_mint(&self, outcome: MintOutcome, elapsed: Duration) {
+        if let Some(u) = &self.upstream {
+            u.mints[outcome as usize].inc();
+            u.mint_duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn remint(&self) {
+        if let Some(u) = &self.upstream {
+            u.remints.inc();
+        }
+    }
+
+    /// Removes every series of this library from the exposition. Handles
+    /// still held (by requests in flight) keep counting into series nobody
+    /// exports.
+    fn forget(&self) {
+        let mut made = lock(&self.made);
+        made.forgotten = true;
+        let f = &self.families;
+        let name: &str = &self.name;
+        // Errors only mean "no such series": nothing to remove.
+        for &(r, m, c) in &made.requests {
+            let (code, class) = code_labels(c);
+            let _ =
+                f.requests
+                    .remove_label_values(&[name, RESOURCES[r].0, METHODS[m], code, class]);
+        }
+        for &(r, m) in &made.durations {
+            let _ = f
+                .duration
+                .remove_label_values(&[name, RESOURCES[r].0, METHODS[m]]);
+        }
+        made.requests.clear();
+        made.durations.clear();
+        if self.upstream.is_some() {
+            let _ = f.upstream_duration.remove_label_values(&[name]);
+            for c in UpstreamFailure::ALL {
+                let _ = f.upstream_failures.remove_label_values(&[name, c.as_str()]);
+            }
+            let _ = f.upstream_idle.remove_label_values(&[name]);
+            for o in MINT_OUTCOMES {
+                let _ = f.mints.remove_label_values(&[name, o]);
+            }
+            let _ = f.mint_duration.remove_label_values(&[name]);
+            let _ = f.remints.remove_label_values(&[name]);
+        }
+    }
+}
+
+impl UpstreamObserver for LibraryMetrics {
+    fn failed(&self, cause: UpstreamFailure) {
+        if let Some(u) = &self.upstream {
+            u.failures[cause.index()].inc();
+        }
+    }
+
+    fn idle_connections(&self, n: usize) {
+        if let Some(u) = &self.upstream {
+            u.idle.set(n as i64);
+        }
+    }
+}
+
+/// The JWKS series, registered with the first fetch: a gateway without a
+/// JWKS URL exports none (a last-success time of 0 would page someone).
+struct JwksSeries {
+    ok: IntCounter,
+    failed: IntCounter,
+    last_success: IntGauge,
+}
+
+/// Reads the audit queue's depth at scrape time (set by the audit sink).
+type DepthSource = Box<dyn Fn() -> usize + Send + Sync>;
+
 pub struct Metrics {
     pub registry: Registry,
-    libraries: Vec<String>,
-    handles: Vec<LibraryHandles>,
-    requests: IntCounterVec,
-    duration: HistogramVec,
+    families: Arc<Families>,
+    libraries: RwLock<HashMap<String, Arc<LibraryMetrics>>>,
+    unknown: Arc<LibraryMetrics>,
     pub in_flight: IntGauge,
     pub connections_h1: IntGauge,
     pub connections_h2: IntGauge,
@@ -87,6 +358,9 @@ pub struct Metrics {
     pub session_cache_entries: IntGauge,
     pub audit_written: IntCounter,
     pub audit_dropped: IntCounter,
+    pub audit_failed: IntCounter,
+    audit_queue: Arc<RwLock<Option<DepthSource>>>,
+    jwks: OnceLock<JwksSeries>,
     pub config_reload_ok: IntCounter,
     pub config_reload_failed: IntCounter,
     pub config_last_reload_success: IntGauge,
@@ -95,8 +369,13 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let libraries: Vec<String> = self
+            .libraries
+            .read()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default();
         f.debug_struct("Metrics")
-            .field("libraries", &self.libraries)
+            .field("libraries", &libraries)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +398,12 @@ fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCo
     c
 }
 
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
 fn histogram_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let h = HistogramVec::new(
         HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
@@ -130,45 +415,59 @@ fn histogram_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> His
 }
 
 impl Metrics {
-    /// Registers every series and resolves the per-library handles.
+    /// Registers every series and the handles of `libraries`.
     pub fn new(libraries: &[String]) -> Self {
         let reg = Registry::new();
-        let requests = counter_vec(
-            &reg,
-            "smh_gateway_requests_total",
-            "Client requests answered, by library, SMH resource, method and status class.",
-            &["library", "resource", "method", "status_class"],
-        );
-        let duration = histogram_vec(
-            &reg,
-            "smh_gateway_request_duration_seconds",
-            "Time from request arrival to the end of the response body.",
-            &["library", "resource", "method"],
-        );
-        let upstream = histogram_vec(
-            &reg,
-            "smh_gateway_upstream_duration_seconds",
-            "Time from sending a request to SMH to its response headers.",
-            &["library"],
-        );
-        let mints = counter_vec(
-            &reg,
-            "smh_gateway_token_mints_total",
-            "SMH token mints by outcome (ok, unavailable, rejected).",
-            &["library", "outcome"],
-        );
-        let mint_duration = histogram_vec(
-            &reg,
-            "smh_gateway_token_mint_duration_seconds",
-            "Time one SMH token mint took.",
-            &["library"],
-        );
-        let remints = counter_vec(
-            &reg,
-            "smh_gateway_token_remints_total",
-            "Tokens re-minted after SMH answered InvalidAccessToken.",
-            &["library"],
-        );
+        let families = Arc::new(Families {
+            requests: counter_vec(
+                &reg,
+                "smh_gateway_requests_total",
+                "Client requests answered, by library, SMH resource, method, status code and status class.",
+                &["library", "resource", "method", "code", "status_class"],
+            ),
+            duration: histogram_vec(
+                &reg,
+                "smh_gateway_request_duration_seconds",
+                "Time from request arrival to the end of the response body.",
+                &["library", "resource", "method"],
+            ),
+            upstream_duration: histogram_vec(
+                &reg,
+                "smh_gateway_upstream_duration_seconds",
+                "Time from sending a request to SMH to its response headers.",
+                &["library"],
+            ),
+            upstream_failures: counter_vec(
+                &reg,
+                "smh_gateway_upstream_failures_total",
+                "Calls to SMH (API and token API) that failed, by cause: connect, tls, timeout, reset, protocol.",
+                &["library", "cause"],
+            ),
+            upstream_idle: gauge_vec(
+                &reg,
+                "smh_gateway_upstream_idle_connections",
+                "Idle HTTP/1.1 connections to SMH held in the library's pool.",
+                &["library"],
+            ),
+            mints: counter_vec(
+                &reg,
+                "smh_gateway_token_mints_total",
+                "SMH token mints by outcome (ok, unavailable, rejected).",
+                &["library", "outcome"],
+            ),
+            mint_duration: histogram_vec(
+                &reg,
+                "smh_gateway_token_mint_duration_seconds",
+                "Time one SMH token mint took.",
+                &["library"],
+            ),
+            remints: counter_vec(
+                &reg,
+                "smh_gateway_token_remints_total",
+                "Tokens re-minted after SMH answered InvalidAccessToken.",
+                &["library"],
+            ),
+        });
         let sessions = counter_vec(
             &reg,
             "smh_gateway_session_validations_total",
@@ -181,63 +480,60 @@ impl Metrics {
             "Token cache lookups by result (hit, miss).",
             &["result"],
         );
-        let connections = IntGaugeVec::new(
-            Opts::new(
-                "smh_gateway_open_connections",
-                "Open client connections by protocol.",
-            ),
+        let connections = gauge_vec(
+            &reg,
+            "smh_gateway_open_connections",
+            "Open client connections by protocol.",
             &["protocol"],
-        )
-        .expect("valid metric");
-        reg.register(Box::new(connections.clone()))
-            .expect("registered once");
+        );
         let audit = counter_vec(
             &reg,
             "smh_gateway_audit_records_total",
-            "Audit records by fate (written, dropped when the queue was full).",
+            "Audit records by fate: written, dropped (the queue was full), failed (the sink refused the write).",
             &["fate"],
         );
+        let audit_queue: Arc<RwLock<Option<DepthSource>>> = Arc::default();
+        let source = audit_queue.clone();
+        let depth = PullingGauge::new(
+            "smh_gateway_audit_queue_depth",
+            "Audit records queued for the writer and not yet written.",
+            Box::new(
+                move || match &*source.read().unwrap_or_else(|e| e.into_inner()) {
+                    Some(f) => f() as f64,
+                    None => 0.0,
+                },
+            ),
+        )
+        .expect("valid metric");
+        reg.register(Box::new(depth)).expect("registered once");
+        // CPU seconds, resident memory, open and maximum descriptors, start
+        // time, threads, read from /proc at scrape by the crate's own
+        // collector (`process` feature; Linux only).
+        #[cfg(target_os = "linux")]
+        reg.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("registered once");
         let reloads = counter_vec(
             &reg,
             "smh_gateway_config_reloads_total",
             "Configuration reloads (SIGHUP) by result.",
             &["result"],
         );
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "smh_gateway_build_info",
-                "Build information; the value is always 1.",
-            ),
+        let build = gauge_vec(
+            &reg,
+            "smh_gateway_build_info",
+            "Build information; the value is always 1.",
             &["version"],
-        )
-        .expect("valid metric");
-        reg.register(Box::new(build.clone()))
-            .expect("registered once");
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
-        let mut libs: Vec<String> = libraries.to_vec();
-        libs.push(UNKNOWN_LIBRARY.to_string());
-        let handles = libs
-            .iter()
-            .map(|lib| {
-                let slots = RESOURCES.len() * METHODS.len();
-                LibraryHandles {
-                    name: lib.clone(),
-                    requests: (0..slots * STATUS_CLASSES.len())
-                        .map(|_| OnceLock::new())
-                        .collect(),
-                    duration: (0..slots).map(|_| OnceLock::new()).collect(),
-                    upstream_duration: upstream.with_label_values(&[lib]),
-                    mints_ok: mints.with_label_values(&[lib, "ok"]),
-                    mints_unavailable: mints.with_label_values(&[lib, "unavailable"]),
-                    mints_rejected: mints.with_label_values(&[lib, "rejected"]),
-                    mint_duration: mint_duration.with_label_values(&[lib]),
-                    remints: remints.with_label_values(&[lib]),
-                }
-            })
-            .collect();
-
-        Metrics {
+        let unknown = Arc::new(LibraryMetrics::new(
+            UNKNOWN_LIBRARY,
+            families.clone(),
+            false,
+        ));
+        let metrics = Metrics {
             in_flight: gauge(
                 &reg,
                 "smh_gateway_requests_in_flight",
@@ -305,6 +601,9 @@ impl Metrics {
             ),
             audit_written: audit.with_label_values(&["written"]),
             audit_dropped: audit.with_label_values(&["dropped"]),
+            audit_failed: audit.with_label_values(&["failed"]),
+            audit_queue,
+            jwks: OnceLock::new(),
             config_reload_ok: reloads.with_label_values(&["ok"]),
             config_reload_failed: reloads.with_label_values(&["failed"]),
             config_last_reload_success: gauge(
@@ -317,69 +616,78 @@ impl Metrics {
                 "smh_gateway_certificate_not_after_timestamp_seconds",
                 "Unix time the client listener's certificate expires.",
             ),
-            libraries: libs,
-            handles,
-            requests,
-            duration,
+            families,
+            libraries: RwLock::new(HashMap::new()),
+            unknown,
             registry: reg,
+        };
+        for id in libraries {
+            metrics.library(id);
         }
+        metrics
     }
 
-    /// Index of a library's handles; unconfigured ids share "unknown".
-    pub fn library_index(&self, library: &str) -> usize {
+    /// The handles of configured library `id`, made (with its upstream
+    /// series) on the first call; later calls return the same handles.
+    pub fn library(&self, id: &str) -> Arc<LibraryMetrics> {
+        if let Some(lib) = self
+            .libraries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return lib.clone();
+        }
         self.libraries
-            .iter()
-            .position(|l| l == library)
-            .unwrap_or(self.libraries.len() - 1)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(LibraryMetrics::new(id, self.families.clone(), true)))
+            .clone()
     }
 
-    pub fn observe_request(
-        &self,
-        lib: usize,
-        resource: usize,
-        method: usize,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        let h = &self.handles[lib];
-        let rm = resource * METHODS.len() + method;
-        let class = status_class_index(status);
-        h.requests[rm * STATUS_CLASSES.len() + class]
-            .get_or_init(|| {
-                self.requests.with_label_values(&[
-                    &h.name,
-                    RESOURCES[resource].0,
-                    METHODS[method],
-                    STATUS_CLASSES[class],
-                ])
-            })
-            .inc();
-        h.duration[rm]
-            .get_or_init(|| {
-                self.duration
-                    .with_label_values(&[&h.name, RESOURCES[resource].0, METHODS[method]])
-            })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    pub fn observe_upstream(&self, lib: usize, elapsed: Duration) {
-        self.handles[lib]
-            .upstream_duration
-            .observe(elapsed.as_secs_f64());
-    }
-
-    pub fn observe_mint(&self, lib: usize, outcome: MintOutcome, elapsed: Duration) {
-        let h = &self.handles[lib];
-        match outcome {
-            MintOutcome::Ok => h.mints_ok.inc(),
-            MintOutcome::Unavailable => h.mints_unavailable.inc(),
-            MintOutcome::Rejected => h.mints_rejected.inc(),
+    /// Removes library `id`'s series from the exposition (a reload dropped
+    /// it). A later [`Metrics::library`] for the same id starts afresh.
+    pub fn forget_library(&self, id: &str) {
+        let removed = self
+            .libraries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(lib) = removed {
+            lib.forget();
         }
-        h.mint_duration.observe(elapsed.as_secs_f64());
     }
 
-    pub fn remint(&self, lib: usize) {
-        self.handles[lib].remints.inc();
+    /// The handles for requests naming a library that is not configured.
+    pub fn unknown_library(&self) -> &Arc<LibraryMetrics> {
+        &self.unknown
+    }
+
+    /// Where `smh_gateway_audit_queue_depth` reads the queue's depth.
+    pub fn sample_audit_queue(&self, depth: impl Fn() -> usize + Send + Sync + 'static) {
+        *self.audit_queue.write().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(depth));
+    }
+
+    fn jwks_series(&self) -> &JwksSeries {
+        self.jwks.get_or_init(|| {
+            let reg = &self.registry;
+            let fetches = counter_vec(
+                reg,
+                "smh_gateway_jwks_refreshes_total",
+                "Fetches of the JWKS URL (start-up, periodic, unknown kid) by result.",
+                &["result"],
+            );
+            JwksSeries {
+                ok: fetches.with_label_values(&["ok"]),
+                failed: fetches.with_label_values(&["failed"]),
+                last_success: gauge(
+                    reg,
+                    "smh_gateway_jwks_last_success_timestamp_seconds",
+                    "Unix time the JWKS URL was last fetched successfully.",
+                ),
+            }
+        })
     }
 
     /// Prometheus text exposition of everything registered.
@@ -390,38 +698,161 @@ impl Metrics {
     }
 }
 
+impl JwksObserver for Metrics {
+    fn fetched(&self, ok: bool) {
+        let s = self.jwks_series();
+        if ok {
+            s.ok.inc();
+            s.last_success.set(unix_now());
+        } else {
+            s.failed.inc();
+        }
+    }
+}
+
+/// In [`MINT_OUTCOMES`] order: the discriminant indexes the handles.
 #[derive(Debug, Clone, Copy)]
 pub enum MintOutcome {
-    Ok,
-    Unavailable,
-    Rejected,
+    Ok = 0,
+    Unavailable = 1,
+    Rejected = 2,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn series_of(text: &str, library: &str) -> Vec<String> {
+        let label = format!("library=\"{library}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn handles_land_on_the_right_series() {
         let m = Metrics::new(&["lib1".to_string()]);
-        let lib = m.library_index("lib1");
-        m.observe_request(
-            lib,
+        let lib = m.library("lib1");
+        lib.observe_request(
             resource_index("file"),
             method_index(&http::Method::PUT),
             201,
             Duration::from_millis(3),
         );
-        m.observe_request(
-            m.library_index("nope"),
+        m.unknown_library().observe_request(
             resource_index("weird"),
             method_index(&http::Method::GET),
             404,
             Duration::ZERO,
         );
         let text = m.render().unwrap();
-        assert!(text.contains(r#"smh_gateway_requests_total{library="lib1",method="PUT",resource="file",status_class="2xx"} 1"#), "{text}");
-        assert!(text.contains(r#"smh_gateway_requests_total{library="unknown",method="GET",resource="other",status_class="4xx"} 1"#));
+        assert!(text.contains(r#"smh_gateway_requests_total{code="201",library="lib1",method="PUT",resource="file",status_class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"smh_gateway_requests_total{code="404",library="unknown",method="GET",resource="other",status_class="4xx"} 1"#), "{text}");
         assert!(text.contains("smh_gateway_build_info{version="));
+    }
+
+    #[test]
+    fn statuses_outside_the_list_are_other_within_their_class() {
+        assert!(STATUS_CODES.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        for (status, text) in STATUS_CODES {
+            assert_eq!(text.parse::<u16>().unwrap(), *status);
+            assert_eq!(code_labels(code_slot(*status)).0, *text);
+        }
+        for (status, class) in [(101, "1xx"), (299, "2xx"), (418, "4xx"), (599, "5xx")] {
+            assert_eq!(code_labels(code_slot(status)), (OTHER_CODE, class));
+        }
+        let m = Metrics::new(&["lib1".to_string()]);
+        let lib = m.library("lib1");
+        for status in [418, 419, 420, 302] {
+            lib.observe_request(0, 0, status, Duration::ZERO);
+        }
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"code="other",library="lib1",method="GET",resource="authority",status_class="4xx"} 3"#), "{text}");
+        assert!(text.contains(r#"code="302",library="lib1",method="GET",resource="authority",status_class="3xx"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn the_unknown_library_has_request_series_only() {
+        let m = Metrics::new(&["lib1".to_string()]);
+        let unknown = m.unknown_library();
+        unknown.observe_upstream(Duration::from_millis(1));
+        unknown.observe_mint(MintOutcome::Ok, Duration::from_millis(1));
+        unknown.remint();
+        unknown.failed(UpstreamFailure::Reset);
+        unknown.idle_connections(3);
+        let text = m.render().unwrap();
+        assert!(series_of(&text, UNKNOWN_LIBRARY).is_empty(), "{text}");
+        unknown.observe_request(0, 0, 404, Duration::ZERO);
+        let text = m.render().unwrap();
+        let series = series_of(&text, UNKNOWN_LIBRARY);
+        assert!(!series.is_empty());
+        assert!(
+            series
+                .iter()
+                .all(|l| l.starts_with("smh_gateway_requests_total")
+                    || l.starts_with("smh_gateway_request_duration_seconds")),
+            "{series:?}"
+        );
+        // A configured library has its upstream series from the start.
+        for cause in UpstreamFailure::ALL {
+            let line = format!(
+                "smh_gateway_upstream_failures_total{{cause=\"{cause}\",library=\"lib1\"}} 0"
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains("smh_gateway_upstream_idle_connections{library=\"lib1\"} 0"));
+    }
+
+    #[test]
+    fn libraries_are_added_once_and_forgotten_whole() {
+        let m = Metrics::new(&["lib1".to_string()]);
+        let a = m.library("lib2");
+        assert!(
+            Arc::ptr_eq(&a, &m.library("lib2")),
+            "one set of handles per id"
+        );
+        a.observe_request(2, 1, 200, Duration::ZERO);
+        a.observe_upstream(Duration::ZERO);
+        a.observe_mint(MintOutcome::Rejected, Duration::ZERO);
+        a.failed(UpstreamFailure::Tls);
+        m.library("lib1").observe_request(2, 1, 200, Duration::ZERO);
+        assert!(!series_of(&m.render().unwrap(), "lib2").is_empty());
+
+        m.forget_library("lib2");
+        let text = m.render().unwrap();
+        assert_eq!(series_of(&text, "lib2"), Vec::<String>::new(), "{text}");
+        assert!(!series_of(&text, "lib1").is_empty(), "other libraries stay");
+        // A request still holding the old handles does not bring any back.
+        a.observe_request(2, 1, 200, Duration::ZERO);
+        a.observe_request(3, 0, 503, Duration::ZERO);
+        a.failed(UpstreamFailure::Tls);
+        assert!(series_of(&m.render().unwrap(), "lib2").is_empty());
+        // Added again (a reload brought it back), it starts afresh.
+        let b = m.library("lib2");
+        assert!(!Arc::ptr_eq(&a, &b));
+        b.observe_request(2, 1, 200, Duration::ZERO);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains(r#"smh_gateway_requests_total{code="200",library="lib2",method="HEAD",resource="directory",status_class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"smh_gateway_upstream_failures_total{cause="tls",library="lib2"} 0"#)
+        );
+    }
+
+    #[test]
+    fn jwks_series_appear_with_the_first_fetch() {
+        let m = Metrics::new(&[]);
+        assert!(!m.render().unwrap().contains("smh_gateway_jwks"));
+        m.fetched(false);
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"smh_gateway_jwks_refreshes_total{result="failed"} 1"#));
+        assert!(text.contains("smh_gateway_jwks_last_success_timestamp_seconds 0"));
+        m.fetched(true);
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"smh_gateway_jwks_refreshes_total{result="ok"} 1"#));
+        assert!(!text.contains("smh_gateway_jwks_last_success_timestamp_seconds 0"));
     }
 }

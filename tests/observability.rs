@@ -71,20 +71,21 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
     let get = |name: &str, labels: &[(&str, &str)]| {
         sample(&s, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing:\n{text}"))
     };
-    let req = |res: &str, method: &str, class: &str| {
+    let req = |res: &str, method: &str, code: &str, class: &str| {
         get(
             "smh_gateway_requests_total",
             &[
                 ("library", &lib),
                 ("resource", res),
                 ("method", method),
+                ("code", code),
                 ("status_class", class),
             ],
         )
     };
-    assert_eq!(req("directory", "GET", "2xx"), 6.0);
-    assert_eq!(req("directory", "GET", "4xx"), 2.0);
-    assert_eq!(req("directory", "PUT", "2xx"), 1.0);
+    assert_eq!(req("directory", "GET", "200", "2xx"), 6.0);
+    assert_eq!(req("directory", "GET", "401", "4xx"), 2.0);
+    assert_eq!(req("directory", "PUT", "201", "2xx"), 1.0);
     assert_eq!(
         get(
             "smh_gateway_requests_total",
@@ -92,11 +93,18 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
                 ("library", "unknown"),
                 ("resource", "file"),
                 ("method", "GET"),
+                ("code", "404"),
                 ("status_class", "4xx")
             ]
         ),
         1.0
     );
+    // One series per status: nothing else was answered.
+    let request_series = s
+        .iter()
+        .filter(|(n, _, _)| n == "smh_gateway_requests_total")
+        .count();
+    assert_eq!(request_series, 4, "{text}");
     assert_eq!(
         get(
             "smh_gateway_request_duration_seconds_count",
@@ -382,26 +390,32 @@ async fn full_audit_queue_drops_and_counts_but_requests_are_served() {
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
-    let text = scrape(&reqwest::Client::new(), &gw.admin_url("/metrics")).await;
-    let s = parse_prometheus(&text);
-    let written = sample(
-        &s,
-        "smh_gateway_audit_records_total",
-        &[("fate", "written")],
-    )
-    .unwrap();
-    let dropped = sample(
-        &s,
-        "smh_gateway_audit_records_total",
-        &[("fate", "dropped")],
-    )
-    .unwrap();
-    assert!(dropped > 0.0, "written {written}, dropped {dropped}");
-    let accounted = written + dropped;
-    assert!(
-        accounted <= total as f64 && accounted >= (total - 16 - 2) as f64,
-        "written {written} dropped {dropped}"
+    // Every record is written, dropped, or still waiting (queued, or in
+    // the batch the stuck writer holds); the last ones are handed over as
+    // their responses end, so look until all are accounted for.
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let text = scrape(&reqwest::Client::new(), &gw.admin_url("/metrics")).await;
+        let s = parse_prometheus(&text);
+        let fate = |f: &str| sample(&s, "smh_gateway_audit_records_total", &[("fate", f)]).unwrap();
+        let waiting = sample(&s, "smh_gateway_audit_queue_depth", &[]).unwrap();
+        seen = vec![fate("written"), fate("dropped"), fate("failed"), waiting];
+        if seen.iter().sum::<f64>() == total as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let [written, dropped, failed, waiting] = seen[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        written + dropped + failed + waiting,
+        total as f64,
+        "written {written} dropped {dropped} failed {failed} waiting {waiting}"
     );
+    assert!(dropped > 0.0, "the queue filled up");
+    assert_eq!(failed, 0.0, "a blocked write is not a failed one");
+    assert!(waiting >= 16.0, "a full queue and a stuck batch: {waiting}");
 }
 
 #[tokio::test]
@@ -585,4 +599,339 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
     assert!(!logs.contains(&alice), "session never logged");
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The process series come from /proc through the prometheus crate's
+/// collector; checked against the process's own /proc entries.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn process_series_describe_the_gateway_process() {
+    let h = Harness::start().await;
+    let config = child_config(&h, "process.toml", "");
+    let before = unix_now().floor();
+    let gw = ChildGateway::spawn(&config, "info", Stdio::null());
+    let pid = gw.child.id();
+    let lib = h.lib().to_string();
+    let alice = h.session("alice", &["viewer"]);
+    let r = h
+        .client
+        .get(gw.url(&format!("/api/v1/directory/{lib}/-/?by-marker")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = parse_prometheus(&scrape(&reqwest::Client::new(), &gw.admin_url("/metrics")).await);
+    let get = |name: &str| sample(&s, name, &[]).unwrap_or_else(|| panic!("{name} missing"));
+    let after = unix_now();
+    let start = get("process_start_time_seconds");
+    assert!(
+        (before - 1.0..=after).contains(&start),
+        "started at {start}, spawned between {before} and {after}"
+    );
+    assert!(get("process_cpu_seconds_total") >= 0.0);
+    assert!(get("process_resident_memory_bytes") > 1024.0 * 1024.0);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft_nofile: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(get("process_max_fds"), soft_nofile);
+    let open = get("process_open_fds");
+    assert!(open > 3.0 && open <= soft_nofile, "{open}");
+    assert!(
+        get("process_threads") >= 2.0,
+        "main and the audit writer at least"
+    );
+}
+
+/// JWKS fetches (start-up, and an unknown kid's re-fetch) are counted by
+/// result, with the time of the last success.
+#[tokio::test]
+async fn jwks_refreshes_are_counted_with_the_time_of_the_last_success() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let idp_down = down.clone();
+    let idp = common::TestServer::start(Arc::new(move |_, _, _| {
+        if idp_down.load(Ordering::SeqCst) {
+            (503, "{}".to_string())
+        } else {
+            (200, jwks.clone())
+        }
+    }))
+    .await;
+    let session = format!(
+        "[session]\ndefault_roles = [\"viewer\"]\n\n[session.jwt]\nalgorithms = [\"RS256\"]\njwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_min_refetch_secs = 0\njwks_refresh_secs = 3600\n",
+        idp.url("/.well-known/jwks.json"),
+        idp.ca_file.display()
+    );
+    let before = unix_now().floor();
+    let h = Harness::start_full(
+        smh_gateway::emulator::EmulatorConfig::default(),
+        "",
+        Some(session),
+    )
+    .await;
+    let plain = reqwest::Client::new();
+    let s = parse_prometheus(&scrape(&plain, &h.admin_url("/metrics")).await);
+    let refreshes = |s: &[_], result: &str| {
+        sample(s, "smh_gateway_jwks_refreshes_total", &[("result", result)])
+    };
+    assert_eq!(refreshes(&s, "ok"), Some(1.0), "the start-up fetch");
+    assert_eq!(refreshes(&s, "failed"), Some(0.0));
+    let last = sample(&s, "smh_gateway_jwks_last_success_timestamp_seconds", &[]).unwrap();
+    assert!((before..=unix_now()).contains(&last), "{last}");
+
+    // The IdP goes down; a token with a kid nobody knows makes the gateway
+    // look again, and that fetch fails.
+    down.store(true, Ordering::SeqCst);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        &std::fs::read(format!("{FIXTURES}/rsa-private.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("not-published".into());
+    let claims = serde_json::json!({"sub": "alice", "exp": 4102444800u64});
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let lib = h.lib().to_string();
+    let r = h
+        .get(&format!("/api/v1/directory/{lib}/-/?by-marker"), &token)
+        .await;
+    assert_eq!(r.status(), 503, "an unknown kid while the IdP is down");
+    let s = parse_prometheus(&scrape(&plain, &h.admin_url("/metrics")).await);
+    assert_eq!(refreshes(&s, "ok"), Some(1.0));
+    assert_eq!(refreshes(&s, "failed"), Some(1.0));
+    assert_eq!(
+        sample(&s, "smh_gateway_jwks_last_success_timestamp_seconds", &[]),
+        Some(last),
+        "a failure leaves the last success where it was"
+    );
+}
+
+/// Gateways without a JWKS URL export no JWKS series (a last success at
+/// 0 would look like an outage).
+#[tokio::test]
+async fn without_a_jwks_url_there_are_no_jwks_series() {
+    let h = Harness::start().await;
+    let text = scrape(&reqwest::Client::new(), &h.admin_url("/metrics")).await;
+    assert!(!text.contains("smh_gateway_jwks_"), "{text}");
+}
+
+/// Polls (a bounded number of times) until `path` holds `n` JSON lines.
+async fn audit_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        if lines.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(lines.len(), n, "{}", path.display());
+    lines
+}
+
+async fn list_once(h: &Harness, gw: &common::GatewayProcess, session: &str) -> String {
+    let lib = h.lib().to_string();
+    let r = h
+        .client
+        .get(gw.url(&format!("/api/v1/directory/{lib}/-/?by-marker")))
+        .bearer_auth(session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    r.bytes().await.unwrap();
+    id
+}
+
+/// logrotate's `create` mode: move the file away, send SIGUSR1; records
+/// before the signal stay in the moved file, later ones go to a new file
+/// at the configured path.
+#[tokio::test]
+async fn sigusr1_reopens_the_audit_file_after_logrotate_moves_it() {
+    let h = Harness::start().await;
+    let dir = h.env.dir.join(format!("rotate-{}", common::rand_suffix()));
+    let path = dir.join("audit.jsonl");
+    let moved = dir.join("audit.jsonl.1");
+    let gw = common::GatewayProcess::spawn(
+        &h,
+        &format!("[audit]\nsink = \"file\"\nfile = \"{}\"\n", path.display()),
+        None,
+    );
+    let alice = h.session("alice", &["viewer"]);
+    let first = list_once(&h, &gw, &alice).await;
+    assert_eq!(audit_lines(&path, 1).await[0]["request_id"], first.as_str());
+    std::fs::rename(&path, &moved).unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-USR1", &gw.child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // The reopen creates the file: once it exists, the signal was handled.
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        path.exists(),
+        "SIGUSR1 made a new file at the configured path"
+    );
+    let second = list_once(&h, &gw, &alice).await;
+    let new = audit_lines(&path, 1).await;
+    assert_eq!(new[0]["request_id"], second.as_str());
+    let old = audit_lines(&moved, 1).await;
+    assert_eq!(old[0]["request_id"], first.as_str());
+    assert!(
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("audit file reopened")),
+        "the reopen is logged"
+    );
+    // The process is alive and serving: SIGUSR1 did not terminate it.
+    list_once(&h, &gw, &alice).await;
+}
+
+/// `/dev/full` refuses every write with ENOSPC, like a full disk: every
+/// record is counted `failed`, none `written`, and the log says so at most
+/// once per minute, with the number of records lost.
+#[tokio::test]
+async fn a_full_disk_fails_records_and_is_logged_once_per_interval() {
+    let h = Harness::start().await;
+    let started = std::time::Instant::now();
+    let gw =
+        common::GatewayProcess::spawn(&h, "[audit]\nsink = \"file\"\nfile = \"/dev/full\"\n", None);
+    let alice = h.session("alice", &["viewer"]);
+    let total = 20;
+    for _ in 0..total {
+        list_once(&h, &gw, &alice).await;
+    }
+    let plain = reqwest::Client::new();
+    let mut fates = (0.0, 0.0);
+    for _ in 0..200 {
+        let s = parse_prometheus(&scrape(&plain, &gw.admin_url("/metrics")).await);
+        let fate = |f: &str| sample(&s, "smh_gateway_audit_records_total", &[("fate", f)]).unwrap();
+        fates = (fate("failed"), fate("written"));
+        if fates.0 == total as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(fates, (total as f64, 0.0), "(failed, written)");
+    let reports: Vec<serde_json::Value> = gw
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("audit sink write failed"))
+        })
+        .collect();
+    // One line per minute at most (the test may, on a slow machine, run
+    // into a second minute).
+    let minutes = started.elapsed().as_secs() / 60;
+    assert!(
+        !reports.is_empty() && reports.len() as u64 <= 1 + minutes,
+        "{} report lines in {minutes} min: {reports:?}",
+        reports.len()
+    );
+    let lost = reports[0]["fields"]["lost"].as_u64().unwrap();
+    assert!((1..=total).contains(&lost), "{reports:?}");
+    assert!(reports[0]["fields"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("No space left on device"));
+}
+
+/// An idle gateway's audit writer sleeps on its queue (a futex wait with
+/// no timeout) and is not woken until a record comes: its count of
+/// voluntary context switches does not move while nothing happens. The
+/// old writer woke every 10 ms to poll.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[tokio::test]
+async fn an_idle_audit_writer_is_never_woken() {
+    #[cfg(target_arch = "x86_64")]
+    const SYS_FUTEX: &str = "202";
+    #[cfg(target_arch = "aarch64")]
+    const SYS_FUTEX: &str = "98";
+    let h = Harness::start().await;
+    let dir = h.env.dir.join(format!("idle-{}", common::rand_suffix()));
+    let path = dir.join("audit.jsonl");
+    let gw = common::GatewayProcess::spawn(
+        &h,
+        &format!("[audit]\nsink = \"file\"\nfile = \"{}\"\n", path.display()),
+        None,
+    );
+    let pid = gw.child.0.id();
+    let task = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "smh-audit"))
+        .expect("the audit writer thread");
+    let alice = h.session("alice", &["viewer"]);
+    list_once(&h, &gw, &alice).await;
+    audit_lines(&path, 1).await;
+    let in_futex = || {
+        std::fs::read_to_string(task.join("syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some(SYS_FUTEX))
+    };
+    let switches = || -> u64 {
+        std::fs::read_to_string(task.join("status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // After its last batch the writer naps once, finds nothing and waits.
+    let mut waiting = false;
+    for _ in 0..200 {
+        if in_futex() {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        waiting,
+        "the idle writer waits on its queue, not in a timed sleep"
+    );
+    let before = switches();
+    // Long enough for a 10 ms poller to have woken 30 times.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(in_futex());
+    assert_eq!(switches(), before, "woken while idle");
+    // And a record still wakes it.
+    list_once(&h, &gw, &alice).await;
+    audit_lines(&path, 2).await;
+    assert!(switches() > before);
 }

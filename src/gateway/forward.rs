@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use crate::body::{self, Body, BoxError};
 use crate::error::GatewayError;
 use crate::smh::wire::{code, ErrorBody};
-use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamError, UpstreamFailure};
 
 use super::record::{LogShared, LogSlot};
 use super::rewrite;
@@ -211,7 +211,7 @@ pub async fn send(
     let headers = req.headers_mut();
     *headers = rewrite::upstream_request_headers(out.headers);
     if let Ok(v) = HeaderValue::from_str(out.request_id) {
-        headers.insert(super::REQUEST_ID, v);
+        headers.insert(crate::request_id::REQUEST_ID, v);
     }
     let started = std::time::Instant::now();
     let resp = upstream.send(req).await.map_err(|e| {
@@ -222,11 +222,7 @@ pub async fn send(
                 "the streamed body passed limits.max_body_bytes".into(),
             );
         }
-        match &e {
-            UpstreamError::Connect(m) => tracing::warn!(error = %m, "upstream connect failed"),
-            UpstreamError::Request(m) => tracing::warn!(error = %m, "upstream request failed"),
-        }
-        GatewayError::UpstreamUnavailable
+        upstream_error(&e)
     })?;
     let upstream_latency = started.elapsed();
     let (kind, response, code) = classify(resp).await?;
@@ -236,6 +232,17 @@ pub async fn send(
         code,
         upstream_latency,
     })
+}
+
+/// The client's answer to a failed upstream call: SMH not answering in
+/// time is 504, any other failure 502.
+fn upstream_error(e: &UpstreamError) -> GatewayError {
+    let cause = e.cause().map_or("request body", UpstreamFailure::as_str);
+    tracing::warn!(error = %e, cause, "upstream call failed");
+    match e.cause() {
+        Some(UpstreamFailure::Timeout) => GatewayError::UpstreamTimeout,
+        _ => GatewayError::UpstreamUnavailable,
+    }
 }
 
 /// Passes every response through as a stream, except small error bodies,

@@ -26,7 +26,6 @@ pub mod forward;
 pub mod limits;
 pub mod query;
 pub mod record;
-pub mod request_id;
 pub mod rewrite;
 pub mod route;
 
@@ -48,8 +47,9 @@ use tracing::Instrument;
 use crate::audit::{Audit, Target};
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::metrics::Metrics;
+use crate::metrics::{LibraryMetrics, Metrics};
 use crate::policy::{Operation, Policy};
+use crate::request_id::{RequestId, REQUEST_ID};
 use crate::server::ConnInfo;
 use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
 use crate::smh::token::{MintError, MintTarget, TokenKey, TokenMemo, TokenOutcome, TokenService};
@@ -57,7 +57,6 @@ use crate::upstream::Upstream;
 
 use forward::{Outgoing, RequestBody, SentKind};
 use record::{lock, Finisher, LogSlot, RecordedBody};
-pub use request_id::{RequestId, REQUEST_ID, REQUEST_ID_HEADER};
 use route::SmhRoute;
 
 /// One SMH library the gateway fronts.
@@ -66,8 +65,8 @@ pub struct Library {
     pub upstream: Upstream,
     /// How its tokens are minted (the same upstream, and the secret).
     pub mint: MintTarget,
-    /// Index of this library's metric handles.
-    pub metrics_idx: usize,
+    /// This library's metric handles.
+    pub metrics: Arc<LibraryMetrics>,
 }
 
 /// The settings a reload replaces as one: each request loads them once, at
@@ -146,7 +145,7 @@ impl Gateway {
             l.target = Some(Target::new(route.space, route.rest));
             if let Some(lib) = library {
                 l.library = Some(lib.id.clone());
-                l.lib_idx = Some(lib.metrics_idx);
+                l.lib_metrics = Some(lib.metrics.clone());
             }
         }
         let library =
@@ -241,7 +240,7 @@ impl Gateway {
             // and gets the fresh token then.
             if body.is_replayable() {
                 tracing::info!(user = %session.user_id, "SMH rejected a cached token; re-minting and replaying");
-                self.metrics.remint(library.metrics_idx);
+                library.metrics.remint();
                 (token, _) = Box::pin(self.tokens.get(&key, &library.mint))
                     .await
                     .map_err(mint_error)?;
@@ -255,8 +254,7 @@ impl Gateway {
                 .await?;
             }
         }
-        self.metrics
-            .observe_upstream(library.metrics_idx, sent.upstream_latency);
+        library.metrics.observe_upstream(sent.upstream_latency);
         let mut l = lock(log);
         l.code = sent.code.map(Cow::Owned);
         l.upstream_latency = Some(sent.upstream_latency);

@@ -14,10 +14,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::audit::{Audit, AuditRecord, Target};
 use crate::body::{Body, BoxError};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, LibraryMetrics, Metrics};
+use crate::request_id::RequestId;
 use crate::smh::token::TokenOutcome;
-
-use super::request_id::RequestId;
 
 /// Filled in by the stages of the request path. Everything here is typed
 /// or shared (`Arc`, `&'static str`): the text of the audit line is made on
@@ -25,8 +24,8 @@ use super::request_id::RequestId;
 #[derive(Debug, Default)]
 pub struct RequestLog {
     pub library: Option<Arc<str>>,
-    /// Metric indexes, resolved once per request.
-    pub lib_idx: Option<usize>,
+    /// The library's metric handles; none for an unknown library.
+    pub lib_metrics: Option<Arc<LibraryMetrics>>,
     pub resource_idx: Option<usize>,
     /// Borrowed from the table of known resources; owned only for others.
     pub resource: Option<Cow<'static, str>>,
@@ -81,11 +80,11 @@ impl Finisher {
         let log = std::mem::take(&mut *lock(&self.slot));
         let m = &self.metrics;
         let lib = log
-            .lib_idx
-            .unwrap_or_else(|| m.library_index(metrics::UNKNOWN_LIBRARY));
+            .lib_metrics
+            .as_ref()
+            .unwrap_or_else(|| m.unknown_library());
         let resource = log.resource_idx.unwrap_or(crate::smh::OTHER_RESOURCE);
-        m.observe_request(
-            lib,
+        lib.observe_request(
             resource,
             metrics::method_index(&self.method),
             self.status,

@@ -14,6 +14,13 @@ use super::keys::{self, Key};
 use crate::body;
 use crate::upstream::Upstream;
 
+/// Told the outcome of every fetch of the key set (metrics implement it;
+/// this module does not know them).
+pub trait JwksObserver: Send + Sync {
+    /// A fetch finished: `ok` when it replaced the keys.
+    fn fetched(&self, ok: bool);
+}
+
 /// A JWK Set is a few KiB; refuse to buffer anything absurd.
 const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// A JWKS fetch that takes longer than this counts as an outage.
@@ -29,10 +36,16 @@ pub struct RemoteJwks {
     /// Serialises fetches and remembers when the last one started.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     min_refetch: Duration,
+    observer: Option<Arc<dyn JwksObserver>>,
 }
 
 impl RemoteJwks {
-    pub fn new(url: &str, upstream: Upstream, min_refetch: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        upstream: Upstream,
+        min_refetch: Duration,
+        observer: Option<Arc<dyn JwksObserver>>,
+    ) -> anyhow::Result<Self> {
         let uri: http::Uri = url.parse()?;
         let path_and_query = uri
             .path_and_query()
@@ -46,6 +59,7 @@ impl RemoteJwks {
             healthy: AtomicBool::new(false),
             last_fetch: tokio::sync::Mutex::new(None),
             min_refetch,
+            observer,
         })
     }
 
@@ -82,6 +96,9 @@ impl RemoteJwks {
         let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_once())
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
+        if let Some(o) = &self.observer {
+            o.fetched(result.is_ok());
+        }
         match result {
             Ok(new_keys) => {
                 let n = new_keys.len();

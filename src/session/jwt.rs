@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::jwks::RemoteJwks;
+use super::jwks::{JwksObserver, RemoteJwks};
 use super::keys::{Family, Key};
 use crate::error::GatewayError;
 use crate::secret::Secret;
@@ -62,7 +62,11 @@ pub struct RemoteJwksSettings {
 impl JwtValidator {
     /// Builds the validator; a JWKS URL is fetched once here (failure is
     /// logged, not fatal: the refresher and unknown-kid re-fetches retry).
-    pub async fn new(cfg: JwtSettings, connect_timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn new(
+        cfg: JwtSettings,
+        connect_timeout: Duration,
+        jwks_observer: Option<Arc<dyn JwksObserver>>,
+    ) -> anyhow::Result<Self> {
         let mut validations = HashMap::new();
         for alg in cfg.algorithms {
             let mut v = Validation::new(alg);
@@ -97,7 +101,12 @@ impl JwtValidator {
                     super::BACKEND_READ_TIMEOUT,
                     true,
                 )?;
-                let jwks = Arc::new(RemoteJwks::new(&url, upstream, r.min_refetch)?);
+                let jwks = Arc::new(RemoteJwks::new(
+                    &url,
+                    upstream,
+                    r.min_refetch,
+                    jwks_observer,
+                )?);
                 if let Err(e) = jwks.refresh().await {
                     tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry");
                 }

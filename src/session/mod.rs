@@ -169,15 +169,17 @@ impl std::fmt::Debug for SessionValidator {
 }
 
 impl SessionValidator {
-    /// `kept_claims`: the claim names policy templates use.
+    /// `kept_claims`: the claim names policy templates use;
+    /// `jwks_observer`: told the outcome of every JWKS fetch.
     pub async fn new(
         cfg: SessionSettings,
         connect_timeout: Duration,
         kept_claims: Vec<String>,
+        jwks_observer: Option<Arc<dyn jwks::JwksObserver>>,
     ) -> anyhow::Result<Self> {
         let validator = match cfg.validator {
             ValidatorSettings::Jwt(jwt) => {
-                Validator::Jwt(JwtValidator::new(jwt, connect_timeout).await?)
+                Validator::Jwt(JwtValidator::new(jwt, connect_timeout, jwks_observer).await?)
             }
             ValidatorSettings::Introspection(i) => {
                 Validator::Introspection(Box::new(Introspector::new(&i, connect_timeout)?))

@@ -30,7 +30,7 @@ use moka::Expiry;
 use crate::sync::lock;
 
 use crate::body;
-use crate::metrics::{Metrics, MintOutcome};
+use crate::metrics::{LibraryMetrics, Metrics, MintOutcome};
 use crate::secret::Secret;
 use crate::smh::wire::{ErrorBody, TokenResponse};
 use crate::upstream::{Upstream, UpstreamError};
@@ -234,8 +234,8 @@ impl Throttle {
 pub struct MintTarget {
     pub upstream: Upstream,
     pub secret: Secret,
-    /// Index of the library's metric handles.
-    pub metrics_idx: usize,
+    /// The library's metric handles.
+    pub metrics: Arc<LibraryMetrics>,
 }
 
 struct TokenExpiry {
@@ -503,8 +503,7 @@ impl TokenService {
             Err(MintError::Unavailable(_)) => MintOutcome::Unavailable,
             Err(MintError::Rejected(_) | MintError::TooManyKeys(_)) => MintOutcome::Rejected,
         };
-        self.metrics
-            .observe_mint(target.metrics_idx, outcome, started.elapsed());
+        target.metrics.observe_mint(outcome, started.elapsed());
         let resp = result?;
         self.mints.fetch_add(1, Ordering::Relaxed);
         // Never longer than `max_age`, whatever SMH answers: the lifetime
@@ -558,9 +557,11 @@ async fn mint_call(target: &MintTarget, key: &TokenKey) -> Result<TokenResponse,
         .header(http::header::ACCEPT, "application/json")
         .body(body::empty())
         .map_err(|e| MintError::Rejected(e.to_string()))?;
-    let resp = target.upstream.send(req).await.map_err(|e| match e {
-        UpstreamError::Connect(m) | UpstreamError::Request(m) => MintError::Unavailable(m),
-    })?;
+    let resp = target
+        .upstream
+        .send(req)
+        .await
+        .map_err(|e: UpstreamError| MintError::Unavailable(e.to_string()))?;
     let status = resp.status();
     let bytes = Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE_BYTES)
         .collect()

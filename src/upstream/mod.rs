@@ -37,6 +37,10 @@ pub struct Upstream {
     /// `Host` for every HTTP/1.1 request through the pool, made once.
     host: HeaderValue,
     transport: Transport,
+    /// How long SMH may send nothing: for the response head of a request
+    /// sent whole, and between response body chunks.
+    read_timeout: Duration,
+    observer: Option<Arc<dyn UpstreamObserver>>,
 }
 
 #[derive(Clone)]
@@ -55,13 +59,172 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot reach upstream: {0}")]
-    Connect(String),
-    #[error("upstream request failed: {0}")]
-    Request(String),
+/// Why a call to an upstream failed, as `smh_gateway_upstream_failures_total`
+/// labels it: a fixed set, so the label stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamFailure {
+    /// No connection: DNS, TCP refused or unreachable, or not established
+    /// within `upstream.connect_timeout_secs`.
+    Connect,
+    /// The TLS handshake failed (an untrusted certificate, a peer that
+    /// does not speak TLS).
+    Tls,
+    /// SMH accepted the request and sent nothing for
+    /// `upstream.read_timeout_secs` (no response head, or a stalled body).
+    Timeout,
+    /// The connection was closed or reset under a request or response.
+    Reset,
+    /// SMH's bytes are not HTTP the client accepts (a malformed or
+    /// oversized head, broken framing).
+    Protocol,
 }
+
+impl UpstreamFailure {
+    /// Every cause, in the order metrics index them.
+    pub const ALL: [UpstreamFailure; 5] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Tls,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Reset,
+        UpstreamFailure::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Tls => "tls",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+
+    /// Position in [`UpstreamFailure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an upstream reports about itself. Metrics implement it; the
+/// upstream knows nothing of them (the layers point one way).
+pub trait UpstreamObserver: Send + Sync {
+    /// A call failed (sending, or reading the response body) for `cause`.
+    fn failed(&self, cause: UpstreamFailure);
+    /// The HTTP/1.1 pool now holds `n` idle connections.
+    fn idle_connections(&self, _n: usize) {}
+}
+
+/// A failed call: its classified cause (`None` when the request's own body
+/// failed: the client's doing, not the upstream's) and the error chain for
+/// the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UpstreamError {
+    cause: Option<UpstreamFailure>,
+    message: String,
+}
+
+impl UpstreamError {
+    pub fn cause(&self) -> Option<UpstreamFailure> {
+        self.cause
+    }
+
+    /// A failure to get a connection (dial, TLS, HTTP handshake).
+    pub(crate) fn connecting(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            cause: classify(Phase::Connect, e),
+            message: format!("cannot reach upstream: {}", error_chain(e)),
+        }
+    }
+
+    /// A failure once a connection was there (writing the request,
+    /// reading the response head).
+    pub(crate) fn exchanging(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            cause: classify(Phase::Exchange, e),
+            message: format!("upstream request failed: {}", error_chain(e)),
+        }
+    }
+}
+
+/// Where in a call an error happened: the same I/O error means a different
+/// thing before the request could be sent than after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Connect,
+    Exchange,
+}
+
+/// The cause of an upstream error, read from its source chain: the first
+/// link that says what happened decides (rustls -> tls; a reset, broken
+/// pipe or early EOF -> reset; a timeout; hyper's parse errors -> protocol);
+/// a chain that says nothing specific is a connect failure before the
+/// request was sent and a protocol failure after. `None`: hyper reports the
+/// request's own body failing (the client's stream), which is not the
+/// upstream's doing.
+pub(crate) fn classify(
+    phase: Phase,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<UpstreamFailure> {
+    use std::io::ErrorKind;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                return None;
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return Some(UpstreamFailure::Protocol);
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return Some(UpstreamFailure::Reset);
+            }
+        }
+        if e.is::<rustls::Error>() {
+            return Some(UpstreamFailure::Tls);
+        }
+        if e.is::<pool::ReadTimeout>() || e.is::<HeadTimeout>() {
+            return Some(UpstreamFailure::Timeout);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => return Some(UpstreamFailure::Reset),
+                // Before a connection exists a timeout is the connect
+                // timeout: SMH could not be reached.
+                ErrorKind::TimedOut if phase == Phase::Connect => {
+                    return Some(UpstreamFailure::Connect)
+                }
+                ErrorKind::TimedOut => return Some(UpstreamFailure::Timeout),
+                _ => {}
+            }
+            // `io::Error::source` skips the error it wraps (tokio-rustls
+            // wraps rustls' errors this way): look at that error itself.
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner);
+                continue;
+            }
+        }
+        cur = e.source();
+    }
+    Some(match phase {
+        Phase::Connect => UpstreamFailure::Connect,
+        Phase::Exchange => UpstreamFailure::Protocol,
+    })
+}
+
+/// The error a request ends with when SMH sends no response head in time.
+#[derive(Debug, thiserror::Error)]
+#[error("SMH sent no response head for {0:?} (upstream.read_timeout_secs)")]
+pub struct HeadTimeout(Duration);
 
 impl Upstream {
     pub fn new(
@@ -71,6 +234,47 @@ impl Upstream {
         pool_idle: Duration,
         read_timeout: Duration,
         http2: bool,
+    ) -> anyhow::Result<Self> {
+        Self::build(
+            base_url,
+            extra_ca,
+            connect_timeout,
+            pool_idle,
+            read_timeout,
+            http2,
+            None,
+        )
+    }
+
+    /// [`Upstream::new`] reporting failures and the pool's size to `observer`.
+    pub fn observed(
+        base_url: &str,
+        extra_ca: &[CertificateDer<'static>],
+        connect_timeout: Duration,
+        pool_idle: Duration,
+        read_timeout: Duration,
+        http2: bool,
+        observer: Arc<dyn UpstreamObserver>,
+    ) -> anyhow::Result<Self> {
+        Self::build(
+            base_url,
+            extra_ca,
+            connect_timeout,
+            pool_idle,
+            read_timeout,
+            http2,
+            Some(observer),
+        )
+    }
+
+    fn build(
+        base_url: &str,
+        extra_ca: &[CertificateDer<'static>],
+        connect_timeout: Duration,
+        pool_idle: Duration,
+        read_timeout: Duration,
+        http2: bool,
+        observer: Option<Arc<dyn UpstreamObserver>>,
     ) -> anyhow::Result<Self> {
         let uri: Uri = base_url.parse()?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTPS);
@@ -115,6 +319,7 @@ impl Upstream {
                 POOL_MAX_IDLE_PER_HOST,
                 pool_idle,
                 read_timeout,
+                observer.clone(),
             )))
         };
         Ok(Self {
@@ -122,6 +327,8 @@ impl Upstream {
             authority,
             host,
             transport,
+            read_timeout,
+            observer,
         })
     }
 
@@ -143,7 +350,31 @@ impl Upstream {
         Ok(Uri::from_parts(parts)?)
     }
 
-    pub async fn send(
+    /// Sends `req`. A request whose body is whole in memory (every request
+    /// but a streamed upload) gets its response head within the read
+    /// timeout or fails with [`UpstreamFailure::Timeout`]; a streamed upload
+    /// is bounded by the gateway's request timeout instead, since SMH
+    /// answers only once the client has sent it all. Failures are reported
+    /// to the observer.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let whole = http_body::Body::size_hint(req.body()).exact().is_some();
+        let result = if whole {
+            match tokio::time::timeout(self.read_timeout, self.send_now(req)).await {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamError::exchanging(&HeadTimeout(self.read_timeout))),
+            }
+        } else {
+            self.send_now(req).await
+        };
+        if let (Err(e), Some(obs)) = (&result, &self.observer) {
+            if let Some(cause) = e.cause() {
+                obs.failed(cause);
+            }
+        }
+        result
+    }
+
+    async fn send_now(
         &self,
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
@@ -172,9 +403,12 @@ impl Upstream {
             // one; this arm inline would double the size of every send.
             Transport::Negotiated(read_timeout, client) => {
                 match Box::pin(client.request(req)).await {
-                    Ok(resp) => Ok(resp.map(|b| HyperBody::unpooled(b, *read_timeout))),
-                    Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-                    Err(e) => Err(UpstreamError::Request(error_chain(&e))),
+                    Ok(resp) => {
+                        Ok(resp
+                            .map(|b| HyperBody::unpooled(b, *read_timeout, self.observer.clone())))
+                    }
+                    Err(e) if e.is_connect() => Err(UpstreamError::connecting(&e)),
+                    Err(e) => Err(UpstreamError::exchanging(&e)),
                 }
             }
         }

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use super::connector::TlsConnector;
-use super::UpstreamError;
+use super::{classify, Phase, UpstreamError, UpstreamFailure, UpstreamObserver};
 use crate::body::Body;
 
 /// The keep-alive connections to one host: how to dial a new one, and the
@@ -38,6 +38,8 @@ pub struct Pool<T> {
     idle_timeout: Duration,
     /// How long a response body may send nothing.
     pub(super) read_timeout: Duration,
+    /// Told the number of idle connections, and body read failures.
+    observer: Option<Arc<dyn UpstreamObserver>>,
 }
 
 /// SMH's response heads are a status and a few `x-smh-*` headers; a head
@@ -54,6 +56,7 @@ impl<T> Pool<T> {
         max_idle: usize,
         idle_timeout: Duration,
         read_timeout: Duration,
+        observer: Option<Arc<dyn UpstreamObserver>>,
     ) -> Self {
         Self {
             connector,
@@ -62,6 +65,15 @@ impl<T> Pool<T> {
             max_idle,
             idle_timeout,
             read_timeout,
+            observer,
+        }
+    }
+
+    /// Reports the idle count; called with the lock held, so reports
+    /// arrive in the order the pool changed.
+    fn report_idle(&self, n: usize) {
+        if let Some(o) = &self.observer {
+            o.idle_connections(n);
         }
     }
 
@@ -69,12 +81,18 @@ impl<T> Pool<T> {
     /// any; unusable and expired ones met on the way are dropped.
     pub(super) fn pop(&self, usable: impl Fn(&mut T) -> bool) -> Option<T> {
         let mut idle = lock(&self.idle);
+        let before = idle.len();
+        let mut found = None;
         while let Some((mut conn, since)) = idle.pop() {
             if since.elapsed() < self.idle_timeout && usable(&mut conn) {
-                return Some(conn);
+                found = Some(conn);
+                break;
             }
         }
-        None
+        if idle.len() != before {
+            self.report_idle(idle.len());
+        }
+        found
     }
 
     pub(super) fn push(&self, conn: T, usable: impl Fn(&mut T) -> bool) {
@@ -92,6 +110,7 @@ impl<T> Pool<T> {
         if idle.len() < self.max_idle {
             idle.push((conn, now));
         }
+        self.report_idle(idle.len());
     }
 }
 
@@ -116,7 +135,7 @@ impl Pool<SendRequest<Body>> {
                 Ok(resp) => return Ok(self.attach(sender, resp)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Request(super::error_chain(e.error()))),
+                    None => return Err(UpstreamError::exchanging(e.error())),
                 },
             }
         }
@@ -126,7 +145,7 @@ impl Pool<SendRequest<Body>> {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| UpstreamError::Request(super::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::exchanging(&e))?;
         Ok(self.attach(sender, resp))
     }
 
@@ -144,12 +163,12 @@ impl Pool<SendRequest<Body>> {
         let mut connector = self.connector.clone();
         let io = tower::Service::call(&mut connector, self.target.clone())
             .await
-            .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::connecting(&e))?;
         let (sender, conn) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD_BYTES)
             .handshake(io)
             .await
-            .map_err(|e| UpstreamError::Connect(super::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::connecting(&e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with error");
@@ -174,6 +193,7 @@ impl Pool<SendRequest<Body>> {
                 }),
                 read_timeout: self.read_timeout,
                 stall: None,
+                observer: None,
             };
             if body.inner.is_end_stream() {
                 body.finished();
@@ -205,6 +225,9 @@ pub struct HyperBody {
     /// Armed only while a read is pending: bodies that arrive with their
     /// head (most SMH answers) never touch the timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told about read failures of an unpooled body; a pooled body tells
+    /// its pool's observer (no handle of its own to clone per response).
+    observer: Option<Arc<dyn UpstreamObserver>>,
 }
 
 /// The error a stalled upstream body ends with.
@@ -214,18 +237,36 @@ pub struct ReadTimeout(Duration);
 
 impl HyperBody {
     /// A body from a client that pools by itself (the h2 path).
-    pub fn unpooled(inner: Incoming, read_timeout: Duration) -> Self {
+    pub fn unpooled(
+        inner: Incoming,
+        read_timeout: Duration,
+        observer: Option<Arc<dyn UpstreamObserver>>,
+    ) -> Self {
         Self {
             inner,
             recycle: None,
             read_timeout,
             stall: None,
+            observer,
         }
     }
 
     fn finished(&mut self) {
         if let Some(r) = self.recycle.take() {
             r.run();
+        }
+    }
+
+    /// The body ended in an error: mid-message, its connection cannot be
+    /// reused; the failure is reported.
+    fn failed(&mut self, cause: Option<UpstreamFailure>) {
+        let recycle = self.recycle.take();
+        let observer = match &recycle {
+            Some(r) => r.pool.observer.as_ref(),
+            None => self.observer.as_ref(),
+        };
+        if let (Some(o), Some(c)) = (observer, cause) {
+            o.failed(c);
         }
     }
 }
@@ -247,15 +288,14 @@ impl HttpBody for HyperBody {
                     .stall
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if stall.as_mut().poll(cx).is_ready() {
-                    // Mid-message: the connection cannot be reused.
-                    this.recycle = None;
+                    this.failed(Some(UpstreamFailure::Timeout));
                     return Poll::Ready(Some(Err(Box::new(ReadTimeout(timeout)))));
                 }
                 return Poll::Pending;
             }
             Poll::Ready(None) => this.finished(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finished(),
-            Poll::Ready(Some(Err(_))) => this.recycle = None,
+            Poll::Ready(Some(Err(e))) => this.failed(classify(Phase::Exchange, e)),
             Poll::Ready(Some(Ok(_))) => {}
         }
         this.stall = None;
