@@ -16,11 +16,17 @@ fn main() {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     // Re-stamp when HEAD moves (a commit, a checkout), not on every build.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        for path in ["HEAD", "refs/heads", "packed-refs"] {
-            let p = std::path::Path::new(&dir).join(path);
-            if p.exists() {
-                println!("cargo:rerun-if-changed={}", p.display());
+    // A worktree has its own HEAD but shares the branches (common dir).
+    for (flag, paths) in [
+        ("--git-dir", &["HEAD"][..]),
+        ("--git-common-dir", &["refs/heads", "packed-refs"][..]),
+    ] {
+        if let Some(dir) = git(&["rev-parse", flag]) {
+            for path in paths {
+                let p = std::path::Path::new(&dir).join(path);
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
             }
         }
     }

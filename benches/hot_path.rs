@@ -87,6 +87,7 @@ fn token_cache_hit(c: &mut Criterion) {
     let target = MintTarget {
         upstream,
         secret: smh_gateway::secret::Secret::new(emu.library_secret()),
+        generation: 0,
         metrics: metrics.library(emu.library_id()),
     };
     let tokens = TokenService::new(
@@ -107,6 +108,7 @@ fn token_cache_hit(c: &mut Criterion) {
         client_id: Arc::from("phone"),
         grant: Arc::from("create_directory,upload_file"),
         period_secs: 3600,
+        target: 0,
     };
     rt.block_on(tokens.get(&key, &target)).unwrap();
     c.bench_function("token_cache_hit", |b| {
@@ -172,6 +174,7 @@ audience = "smh-gateway"
             Duration::from_secs(5),
             Vec::new(),
             None,
+            false,
         ))
         .unwrap();
     let mut group = c.benchmark_group("session");

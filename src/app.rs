@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{self, AdminState, Control, Readiness, ReloadReport};
 use crate::audit::Audit;
-use crate::config::{Environment, FixedAtStart, LibrarySettings, Settings};
+use crate::config::{Environment, FixedAtStart, LibrarySettings, Settings, UpstreamConfig};
 use crate::gateway::cors::Cors;
 use crate::gateway::{Active, Gateway, Library};
 use crate::metrics::Metrics;
@@ -115,6 +115,7 @@ struct Loaded {
     generation: u64,
     fixed: FixedAtStart,
     libraries: Vec<LibrarySettings>,
+    upstream: UpstreamConfig,
 }
 
 impl Reloader {
@@ -157,13 +158,18 @@ impl Reloader {
         let previous = self.gateway.active();
         let generation = state.generation + 1;
         let libraries = settings.libraries.clone();
+        let upstream = settings.upstream.clone();
         // Built completely before anything is swapped: a failure here
         // leaves the running generation as it was.
         let (active, changed) = build_active(
             settings,
             generation,
             &self.metrics,
-            Some((&previous, &state.libraries)),
+            Some(Previous {
+                active: &previous,
+                libraries: &state.libraries,
+                upstream: &state.upstream,
+            }),
         )
         .await
         .map_err(|e| format!("{e:#}"))?;
@@ -186,6 +192,7 @@ impl Reloader {
         state.generation = generation;
         state.fixed = fixed;
         state.libraries = libraries;
+        state.upstream = upstream;
         Ok(ReloadReport {
             generation,
             needs_restart,
@@ -207,48 +214,66 @@ struct Built {
     key_file: PathBuf,
 }
 
-/// Builds the reloadable settings. With `previous`, a library whose
-/// upstream is unchanged keeps its client (and pool), and the ids of
-/// libraries that changed or went away are returned so their cached
-/// tokens can be dropped.
+/// What the running generation was built from, for a reload to compare.
+struct Previous<'a> {
+    active: &'a Active,
+    libraries: &'a [LibrarySettings],
+    upstream: &'a UpstreamConfig,
+}
+
+/// Builds the reloadable settings. With `previous` (a reload), a library
+/// whose upstream, CA, secret and `[upstream]` settings are unchanged keeps
+/// its client (and pool) and its tokens, an unchanged `[session]` keeps its
+/// validator (keys, JWKS, cache), and the ids of libraries that changed or
+/// went away are returned so their cached tokens can be dropped.
 async fn build_active(
     cfg: Settings,
     generation: u64,
     metrics: &Arc<Metrics>,
-    previous: Option<(&Active, &[LibrarySettings])>,
+    previous: Option<Previous<'_>>,
 ) -> anyhow::Result<(Built, Vec<String>)> {
     let connect_timeout = Duration::from_secs(cfg.upstream.connect_timeout_secs);
     let pool_idle = Duration::from_secs(cfg.upstream.pool_idle_secs);
     let read_timeout = Duration::from_secs(cfg.upstream.read_timeout_secs);
+    let kept_library = |lib: &LibrarySettings| -> Option<&Library> {
+        let p = previous.as_ref()?;
+        let before = p.libraries.iter().find(|o| o.id == lib.id)?;
+        (before.same_upstream(lib) && *p.upstream == cfg.upstream)
+            .then(|| p.active.libraries.get(&lib.id))
+            .flatten()
+    };
     let mut libraries = HashMap::new();
+    let mut changed = Vec::new();
     for lib in &cfg.libraries {
         let lib_metrics = metrics.library(&lib.id);
-        let kept = previous.and_then(|(active, old)| {
-            let before = old.iter().find(|o| o.id == lib.id)?;
-            let running = active.libraries.get(&lib.id)?;
-            before.same_upstream(lib).then(|| running.upstream.clone())
-        });
-        let upstream = match kept {
-            Some(u) => u,
-            None => Upstream::observed(
-                &lib.upstream_url,
-                &lib.extra_ca,
-                connect_timeout,
-                pool_idle,
-                read_timeout,
-                cfg.upstream.http2,
-                lib_metrics.clone(),
-            )
-            .with_context(|| format!("library {}: upstream", lib.id))?,
+        let (upstream, target) = match kept_library(lib) {
+            Some(running) => (running.upstream.clone(), running.mint.generation),
+            None => {
+                if previous.is_some() {
+                    changed.push(lib.id.clone());
+                }
+                let upstream = Upstream::observed(
+                    &lib.upstream_url,
+                    &lib.extra_ca,
+                    connect_timeout,
+                    pool_idle,
+                    read_timeout,
+                    cfg.upstream.http2,
+                    lib_metrics.clone(),
+                )
+                .with_context(|| format!("library {}: upstream", lib.id))?;
+                // New settings, new key space for its tokens.
+                (upstream, generation)
+            }
         };
-        let id: Arc<str> = Arc::from(lib.id.as_str());
         libraries.insert(
             lib.id.clone(),
             Library {
-                id,
+                id: Arc::from(lib.id.as_str()),
                 mint: MintTarget {
                     upstream: upstream.clone(),
                     secret: lib.secret.clone(),
+                    generation: target,
                     metrics: lib_metrics.clone(),
                 },
                 upstream,
@@ -256,29 +281,36 @@ async fn build_active(
             },
         );
     }
-    let changed = match previous {
-        Some((_, old)) => old
-            .iter()
-            .filter(|o| !cfg.libraries.iter().any(|n| n.same_upstream(o)))
-            .map(|o| o.id.clone())
-            .collect(),
-        None => Vec::new(),
-    };
+    if let Some(p) = &previous {
+        changed.extend(
+            p.libraries
+                .iter()
+                .filter(|o| !cfg.libraries.iter().any(|n| n.id == o.id))
+                .map(|o| o.id.clone()),
+        );
+    }
     let policy = Policy::new(cfg.roles);
-    let sessions = SessionValidator::new(
-        cfg.session,
-        connect_timeout,
-        policy.referenced_claims(),
-        Some(metrics.clone()),
-    )
-    .await?;
+    let kept_claims = policy.referenced_claims();
+    let sessions = match &previous {
+        Some(p) if p.active.sessions.built_from(&cfg.session, &kept_claims) => {
+            p.active.sessions.clone()
+        }
+        _ => Arc::new(
+            SessionValidator::new(
+                cfg.session,
+                connect_timeout,
+                kept_claims,
+                Some(metrics.clone()),
+                previous.is_some(),
+            )
+            .await?,
+        ),
+    };
     let max_concurrent = cfg.limits.max_concurrent_requests;
-    let concurrency = match previous {
+    let concurrency = match &previous {
         // Same size: the same permits, so requests in flight across the
         // reload still count against the limit.
-        Some((active, _)) if active.concurrency_size == max_concurrent => {
-            active.concurrency.clone()
-        }
+        Some(p) if p.active.concurrency_size == max_concurrent => p.active.concurrency.clone(),
         _ => Arc::new(Semaphore::new(max_concurrent)),
     };
     let l = &cfg.limits;
@@ -473,6 +505,7 @@ pub async fn start(
     let listen = cfg.listener.address;
     let lame_duck = Duration::from_secs(cfg.limits.lame_duck_secs);
     let libraries = cfg.libraries.clone();
+    let upstream = cfg.upstream.clone();
     let t = &cfg.tokens;
     let tokens = TokenService::new(
         crate::smh::token::CacheLimits {
@@ -496,6 +529,7 @@ pub async fn start(
             generation: 1,
             fixed,
             libraries,
+            upstream,
         }),
     });
     admin_state.set_control(Arc::new(AppControl {

@@ -23,9 +23,29 @@ use std::time::{Duration, Instant, SystemTime};
 use http::Method;
 use serde::Serialize;
 
-use crate::config::{AuditSettings, AuditSink};
 use crate::metrics::Metrics;
 use crate::request_id::RequestId;
+
+/// Where audit records go.
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    #[default]
+    Stdout,
+    File,
+    Both,
+    Off,
+}
+
+/// What `[audit]` says, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub sink: AuditSink,
+    pub file: Option<PathBuf>,
+    pub max_file_bytes: u64,
+    pub max_files: u32,
+    pub queue_capacity: usize,
+}
 
 /// While records keep coming, the writer naps this long between batches
 /// instead of waiting on the queue: a waiting writer must be woken by

@@ -155,15 +155,21 @@ pub async fn start(opts: DevOptions) -> anyhow::Result<DevEnvironment> {
 fn read_fragment(path: &Path) -> anyhow::Result<toml::Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    crate::config::parse_schema(&text, &path.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A fragment may leave out what the generated file supplies (a partial
+    // `[cors]` without `allowed_origins`): only other problems count here;
+    // the merged file is checked whole afterwards.
+    if let Err(e) = crate::config::parse_schema(&text, &path.display().to_string()) {
+        if !e.0.iter().all(|p| p.message.starts_with("missing field")) {
+            anyhow::bail!("{e}");
+        }
+    }
     text.parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Merges `over` into `base`: tables key by key, `[[role]]` entries by
-/// `name` and `[[library]]` entries by `id` (same name: replaced; new:
-/// added), any other value replaced whole.
+/// `name` and `[[library]]` entries by `id` (same name: merged key by key;
+/// new: added), any other value replaced whole.
 pub fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
@@ -178,6 +184,13 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
                         .iter_mut()
                         .find(|e| name.is_some() && e.get(id) == name.as_ref())
                     {
+                        // Same name: merged key by key, so a fragment can
+                        // change one setting of the emulator's library or
+                        // of a dev role without restating the rest.
+                        Some(toml::Value::Table(slot)) => match entry {
+                            toml::Value::Table(e) => merge(slot, e),
+                            other => b.push(other),
+                        },
                         Some(slot) => *slot = entry,
                         None => b.push(entry),
                     }

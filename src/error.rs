@@ -167,6 +167,16 @@ impl GatewayError {
     }
 }
 
+impl From<crate::smh::operation::OperationError> for GatewayError {
+    fn from(e: crate::smh::operation::OperationError) -> Self {
+        use crate::smh::operation::OperationError::*;
+        match e {
+            BadRequest(m) => GatewayError::BadRequest(m),
+            BodyTooLarge(m) => GatewayError::BodyTooLarge(m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

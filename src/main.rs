@@ -32,7 +32,7 @@ const EXIT_USAGE: u8 = 2;
 struct Cli {
     /// Log filter (`info`, `debug`, `smh_gateway=debug,hyper=info`); wins
     /// over RUST_LOG and the file's `log.level`.
-    #[arg(long, global = true, env = "SMH_GATEWAY_LOG_LEVEL")]
+    #[arg(long, global = true, env = "SMH_GATEWAY_LOG_LEVEL", value_parser = log_filter)]
     log_level: Option<String>,
     /// Log line format; wins over the file's `log.format`.
     #[arg(long, global = true, env = "SMH_GATEWAY_LOG_FORMAT", value_enum)]
@@ -54,7 +54,8 @@ enum Command {
     Dev {
         /// A TOML fragment merged over the generated configuration (roles,
         /// CORS, session sources, limits): try your settings against the emulator.
-        #[arg(long, short, env = "SMH_GATEWAY_CONFIG")]
+        /// Its own variable: a production SMH_GATEWAY_CONFIG never leaks into dev.
+        #[arg(long, short, env = "SMH_GATEWAY_DEV_CONFIG")]
         config: Option<PathBuf>,
         /// Gateway (client) listener.
         #[arg(long, env = "SMH_GATEWAY_DEV_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], smh_gateway::dev::DEV_PORT)))]
@@ -90,8 +91,9 @@ enum Command {
             required_unless_present = "file"
         )]
         config: Option<PathBuf>,
-        /// The older spelling, `check-config FILE` (kept for scripts).
-        #[arg(hide = true, conflicts_with = "config")]
+        /// The older spelling, `check-config FILE` (kept for scripts); wins
+        /// over the environment variable.
+        #[arg(hide = true)]
         file: Option<PathBuf>,
     },
     /// Run the SMH + COS emulator alone (HTTPS with throw-away TLS).
@@ -122,6 +124,14 @@ enum Command {
     Man,
 }
 
+/// Checks a `--log-level` value when the command line is read, so every
+/// subcommand refuses a bad one the same way (exit 2).
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Log settings: the command line wins over the file.
 struct Logging<'a> {
     level: Option<&'a str>,
@@ -136,7 +146,7 @@ fn main() -> ExitCode {
         format: cli.log_format,
     };
     match cli.command {
-        Command::CheckConfig { config, file } => match config.or(file) {
+        Command::CheckConfig { config, file } => match file.or(config) {
             Some(path) => check_config(&path),
             None => unreachable!("clap requires one of them"),
         },
@@ -202,6 +212,8 @@ fn main() -> ExitCode {
             let man = clap_mangen::Man::new(Cli::command());
             match man.render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // `smh-gateway man | head` closed the pipe: not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
@@ -274,10 +286,9 @@ fn init_logging(cli: &Logging<'_>, cfg: &LogConfig) -> Result<(), String> {
 }
 
 async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Result<()> {
-    // Installed before start-up so an early SIGHUP reloads instead of
-    // killing the process (the default action).
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Installed before start-up: an early SIGHUP or SIGUSR1 is then handled
+    // instead of killing the process (their default action).
+    let mut signals = Signals::install()?;
     let libraries: Vec<String> = cfg.libraries.iter().map(|l| l.id.clone()).collect();
     let (listen, admin) = (cfg.listener.address, cfg.admin.address);
     tracing::info!(
@@ -290,9 +301,6 @@ async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Resul
         %admin,
         "smh-gateway starting"
     );
-    // SIGUSR1 reopens the audit file (logrotate's move-then-signal).
-    #[cfg(unix)]
-    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let shutdown = Shutdown::default();
     let source = smh_gateway::app::ConfigSource {
         path,
@@ -300,52 +308,106 @@ async fn run(cfg: smh_gateway::config::Settings, path: PathBuf) -> anyhow::Resul
     };
     let running = smh_gateway::app::start(cfg, Some(source), shutdown.clone()).await?;
     tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "smh-gateway listening");
-    #[cfg(unix)]
-    {
-        loop {
-            tokio::select! {
-                _ = hup.recv() => { let _ = running.reload().await; }
-                _ = usr1.recv() => running.reopen_audit(),
-                _ = wait_for_signal() => break,
-            }
+    loop {
+        match signals.next().await {
+            Event::Stop => break,
+            Event::ReopenAudit => running.reopen_audit(),
+            // A reload may wait seconds on a JWKS URL: a stop meanwhile
+            // abandons it (nothing is swapped before it completes).
+            Event::Reload => tokio::select! {
+                _ = running.reload() => {}
+                _ = signals.stop() => break,
+            },
         }
     }
-    #[cfg(not(unix))]
-    wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.stop().await;
     Ok(())
 }
 
 async fn dev(opts: smh_gateway::dev::DevOptions) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let env = smh_gateway::dev::start(opts).await?;
     println!("{}", env.banner());
-    wait_for_signal().await;
+    loop {
+        match signals.next().await {
+            Event::Stop => break,
+            Event::ReopenAudit => env.running.reopen_audit(),
+            // Re-reads the generated gateway.toml (edit it, then SIGHUP).
+            Event::Reload => tokio::select! {
+                _ = env.running.reload() => {}
+                _ = signals.stop() => break,
+            },
+        }
+    }
     // Interactive: Ctrl-C stops at once, no lame duck.
     env.running.stop_with(std::time::Duration::ZERO).await;
     env.emulator.shutdown();
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM (orchestrators) start a graceful drain.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// What a signal asks for.
+enum Event {
+    /// SIGTERM (orchestrators) or SIGINT (Ctrl-C): a graceful drain.
+    Stop,
+    /// SIGHUP: re-read the configuration.
+    Reload,
+    /// SIGUSR1: reopen the audit file (logrotate's move-then-signal).
+    ReopenAudit,
+}
+
+/// The process's signal streams, installed once: a signal that arrives
+/// while another is being handled waits in its stream instead of being lost.
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            _ = self.term.recv() => Event::Stop,
+            _ = self.int.recv() => Event::Stop,
+            _ = self.hup.recv() => Event::Reload,
+            _ = self.usr1.recv() => Event::ReopenAudit,
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+    async fn next(&mut self) -> Event {
+        let _ = tokio::signal::ctrl_c().await;
+        Event::Stop
+    }
+    async fn stop(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -411,7 +473,8 @@ async fn emulator(
     println!("  curl -s --cacert $CA -X PUT \"$BASE/api/v1/directory/$LIB/-/photos?access_token=$TOKEN\"");
     println!("  curl -s --cacert $CA \"$BASE/api/v1/directory/$LIB/-/photos?by-marker&access_token=$TOKEN\"");
     println!("Press Ctrl-C to stop.");
-    wait_for_signal().await;
+    let mut signals = Signals::install()?;
+    signals.stop().await;
     emu.shutdown();
     Ok(())
 }

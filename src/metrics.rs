@@ -517,7 +517,7 @@ impl Metrics {
         let reloads = counter_vec(
             &reg,
             "smh_gateway_config_reloads_total",
-            "Configuration reloads (SIGHUP) by result.",
+            "Configuration reloads (SIGHUP, POST /admin/v1/reload) by result.",
             &["result"],
         );
         let build = gauge_vec(
@@ -609,7 +609,7 @@ impl Metrics {
             config_last_reload_success: gauge(
                 &reg,
                 "smh_gateway_config_last_reload_success_timestamp_seconds",
-                "Unix time the configuration was last loaded successfully (start-up or SIGHUP).",
+                "Unix time the configuration was last loaded successfully (start-up or reload).",
             ),
             certificate_not_after: gauge(
                 &reg,
@@ -711,11 +711,21 @@ impl JwksObserver for Metrics {
 }
 
 /// In [`MINT_OUTCOMES`] order: the discriminant indexes the handles.
-#[derive(Debug, Clone, Copy)]
-pub enum MintOutcome {
-    Ok = 0,
-    Unavailable = 1,
-    Rejected = 2,
+pub use crate::smh::token::MintOutcome;
+
+impl crate::smh::token::MintObserver for LibraryMetrics {
+    fn minted(&self, outcome: MintOutcome, elapsed: Duration) {
+        self.observe_mint(outcome, elapsed);
+    }
+}
+
+impl crate::smh::token::TokenObserver for Metrics {
+    fn refusal_remembered(&self) {
+        self.token_mints_refused_cached.inc();
+    }
+    fn keys_refused(&self) {
+        self.token_keys_refused.inc();
+    }
 }
 
 #[cfg(test)]

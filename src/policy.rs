@@ -62,9 +62,7 @@ impl OperationPattern {
             ));
         }
         if let Some(op) = &operation {
-            if !crate::smh::FLAGS.contains(&op.as_str())
-                && !JUDGED_NAMES.contains(&op.as_str())
-            {
+            if !crate::smh::FLAGS.contains(&op.as_str()) && !JUDGED_NAMES.contains(&op.as_str()) {
                 return Err(format!(
                     "operation {s:?}: {op:?} is neither an SMH operation flag nor one of {}",
                     JUDGED_NAMES.join(", ")

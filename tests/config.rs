@@ -339,6 +339,8 @@ fn check_config_and_run_accept_and_refuse_the_same_files() {
         ("bad-log-level", format!("{good}[log]\nlevel = \"smh_gateway=loud=1\"\n"), false),
         ("bad-jwks", good.replace("[session.jwt]\n", "[session.jwt]\njwks = \"{not json\"\n"), false),
         ("cors-origin-with-path", format!("{good}[cors]\nallowed_origins = [\"https://a.example/app\"]\n"), false),
+        ("audit-dir-is-a-file", format!("{good}[audit]\nsink = \"file\"\nfile = \"{FIXTURE_SECRET}/audit.jsonl\"\n"), false),
+        ("admin-on-the-listener-port", good.replace("address = \"127.0.0.1:0\"", "address = \"127.0.0.1:19443\""), false),
         ("bad-cors-header", format!("{good}[cors]\nallowed_origins = [\"https://a.example\"]\nexposed_headers = [\"bad header\"]\n"), false),
     ];
     for (name, text, ok) in cases {
@@ -411,4 +413,32 @@ fn wait_for_line(child: &mut std::process::Child, needle: &str) -> Option<String
         .lines()
         .map_while(Result::ok)
         .find(|l| l.contains(needle))
+}
+
+/// A `${VAR}` in the wrong place (a secret where a path belongs) is shown
+/// as written, never as its value.
+#[test]
+fn problems_show_interpolated_values_as_written() {
+    let tls = tls_dir();
+    let text = format!(
+        "[listener]\ncert_file = \"{t}/cert.pem\"\nkey_file = \"{t}/key.pem\"\n[[library]]\nid = \"lib1\"\nsecret_file = \"${{SMH_LIBRARY_SECRET}}\"\nupstream = \"${{UPSTREAM}}\"\n[session.jwt]\nhmac_secret_file = \"{}\"\n",
+        FIXTURE_SECRET,
+        t = tls.display()
+    );
+    let env = Environment::from_pairs([
+        ("SMH_LIBRARY_SECRET", "sup3r-s3cret-value"),
+        ("UPSTREAM", "http://user:hunter2@smh.example"),
+    ]);
+    let e = smh_gateway::config::parse(&text, "t.toml", &env)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("secret_file ${SMH_LIBRARY_SECRET} does not exist"),
+        "{e}"
+    );
+    assert!(e.contains("${UPSTREAM}"), "{e}");
+    for value in ["sup3r-s3cret-value", "hunter2"] {
+        assert!(!e.contains(value), "{value} leaked: {e}");
+    }
 }

@@ -102,12 +102,15 @@ async fn dev_with_a_fragment_runs_the_users_settings_against_the_emulator() {
         fragment: Some(fragment),
         ..Default::default()
     };
-    let env = smh_gateway::dev::start(opts(fragment.clone())).await.unwrap();
+    let env = smh_gateway::dev::start(opts(fragment.clone()))
+        .await
+        .unwrap();
     let bundle = std::fs::read(env.dir.join("ca-bundle.pem")).unwrap();
     let client = common::client_builder(&bundle).build().unwrap();
     let lib = env.emulator.library_id().to_string();
     let base = format!("https://localhost:{}", env.running.addr.port());
-    let lister = smh_gateway::dev::sign_session(&env.session_secret, "lee", &["lister"], 600).unwrap();
+    let lister =
+        smh_gateway::dev::sign_session(&env.session_secret, "lee", &["lister"], 600).unwrap();
     let list = client
         .get(format!("{base}/api/v1/directory/{lib}/-/?by-marker"))
         .bearer_auth(&lister)
@@ -124,14 +127,19 @@ async fn dev_with_a_fragment_runs_the_users_settings_against_the_emulator() {
     assert_eq!(mkdir.status(), 403, "its allow-list is enforced");
     // `editor` replaced by the fragment's read-only one: SMH refuses the
     // create for lack of a grant.
-    let editor = smh_gateway::dev::sign_session(&env.session_secret, "ed", &["editor"], 600).unwrap();
+    let editor =
+        smh_gateway::dev::sign_session(&env.session_secret, "ed", &["editor"], 600).unwrap();
     let r = client
         .put(format!("{base}/api/v1/directory/{lib}/-/nope"))
         .bearer_auth(&editor)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403, "dev's editor replaced by the fragment's");
+    assert_eq!(
+        r.status(),
+        403,
+        "the fragment's editor grant replaced dev's"
+    );
     let long = "a".repeat(300);
     let r = client
         .get(format!("{base}/api/v1/directory/{lib}/-/{long}"))
@@ -151,5 +159,8 @@ async fn dev_with_a_fragment_runs_the_users_settings_against_the_emulator() {
         .err()
         .expect("an unknown key is refused")
         .to_string();
-    assert!(err.contains("mine.toml:3:1:") && err.contains("unknown field `max_urii`"), "{err}");
+    assert!(
+        err.contains("mine.toml:3:1:") && err.contains("unknown field `max_urii`"),
+        "{err}"
+    );
 }

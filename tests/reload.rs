@@ -249,3 +249,179 @@ async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_conne
         "the log line names what needs a restart"
     );
 }
+
+/// Edits the in-process harness's own file (what its reloads read).
+fn edit_dev_config(h: &Harness, f: impl FnOnce(&mut toml::Table)) {
+    let path = h.env.dir.join("gateway.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    f(&mut cfg);
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+async fn session_outcome(h: &Harness, outcome: &str) -> f64 {
+    let text = reqwest::get(h.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(
+        &parse_prometheus(&text),
+        "smh_gateway_session_validations_total",
+        &[("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// A reload that leaves `[session]` alone keeps the running validator and
+/// its cache (an IdP outage during a routine reload must not log anyone
+/// out); one that changes it to keys that cannot be fetched is refused.
+#[tokio::test]
+async fn a_reload_keeps_the_session_layer_unless_session_changed_and_never_swaps_in_missing_keys() {
+    let h = Harness::start().await;
+    let lib = h.lib().to_string();
+    let s = h.session("sam", &["viewer"]);
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    // Fresh clients: a new connection each, so no connection memo answers.
+    let fresh = || {
+        common::client_builder(&std::fs::read(h.env.dir.join("ca-bundle.pem")).unwrap())
+            .build()
+            .unwrap()
+    };
+    let get = |c: reqwest::Client| {
+        let url = h.url(&list);
+        let s = s.clone();
+        async move { c.get(url).bearer_auth(s).send().await.unwrap().status() }
+    };
+    assert_eq!(get(fresh()).await, 200);
+    let validated = session_outcome(&h, "validated").await;
+    // Roles change, [session] does not.
+    edit_dev_config(&h, |cfg| {
+        cfg["role"].as_array_mut().unwrap()[0]["grant"] =
+            toml::Value::Array(vec!["create_directory".into()]);
+    });
+    h.env.running.reload().await.expect("reload");
+    assert_eq!(get(fresh()).await, 200);
+    assert_eq!(
+        session_outcome(&h, "validated").await,
+        validated,
+        "the session cache survived the reload: no re-verification"
+    );
+    // [session] changes to a JWKS nobody serves: refused, old keys serve on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    edit_dev_config(&h, |cfg| {
+        let jwt = cfg["session"]["jwt"].as_table_mut().unwrap();
+        jwt.insert(
+            "algorithms".into(),
+            toml::Value::Array(vec!["HS256".into(), "RS256".into()]),
+        );
+        jwt.insert(
+            "jwks_url".into(),
+            format!("https://127.0.0.1:{dead_port}/jwks.json").into(),
+        );
+    });
+    let err = h
+        .env
+        .running
+        .reload()
+        .await
+        .expect_err("keys cannot be fetched");
+    assert!(err.contains("JWKS"), "{err}");
+    assert_eq!(get(fresh()).await, 200, "the running sessions keep serving");
+}
+
+/// A reload that changes a library's secret drops its tokens and mints
+/// under the new one (here refused by SMH: 502, never the old token); the
+/// reload that fixes it clears the memory of that refusal at once.
+#[tokio::test]
+async fn a_changed_library_secret_is_never_served_an_old_token() {
+    let h = Harness::start().await;
+    let lib = h.lib().to_string();
+    let s = h.session("tina", &["viewer"]);
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    assert_eq!(h.get(&list, &s).await.status(), 200);
+    let mints = h.hooks().mints();
+    let right = h.env.dir.join("library-secret");
+    let wrong = h.env.dir.join("wrong-secret");
+    std::fs::write(&wrong, "not-the-library-secret").unwrap();
+    edit_dev_config(&h, |cfg| {
+        cfg["library"].as_array_mut().unwrap()[0]["secret_file"] =
+            wrong.display().to_string().into();
+    });
+    h.env.running.reload().await.expect("reload");
+    let r = h.get(&list, &s).await;
+    assert_eq!(
+        r.status(),
+        502,
+        "minted under the new (wrong) secret, not served the old token"
+    );
+    assert_eq!(
+        h.hooks().mints(),
+        mints,
+        "SMH minted nothing for the wrong secret"
+    );
+    edit_dev_config(&h, |cfg| {
+        cfg["library"].as_array_mut().unwrap()[0]["secret_file"] =
+            right.display().to_string().into();
+    });
+    h.env.running.reload().await.expect("reload");
+    assert_eq!(
+        h.get(&list, &s).await.status(),
+        200,
+        "the refusal was forgotten with the fix"
+    );
+    assert_eq!(h.hooks().mints(), mints + 1);
+}
+
+/// SIGTERM during a reload that waits on an IdP still stops the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_slow_reload_still_stops_the_gateway() {
+    let h = Harness::start().await;
+    // An IdP that accepts and never answers.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_port = stall.local_addr().unwrap().port();
+    let (connected, mut fetching) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = stall.accept().await {
+            held.push(c);
+            let _ = connected.send(());
+        }
+    });
+    let gw = GatewayProcess::spawn(&h, "[limits]\nlame_duck_secs = 0\n", None);
+    let mut cfg: toml::Table = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let jwt = cfg["session"]["jwt"].as_table_mut().unwrap();
+    jwt.insert(
+        "algorithms".into(),
+        toml::Value::Array(vec!["HS256".into(), "RS256".into()]),
+    );
+    jwt.insert(
+        "jwks_url".into(),
+        format!("https://127.0.0.1:{stall_port}/jwks.json").into(),
+    );
+    std::fs::write(&gw.config, toml::to_string(&cfg).unwrap()).unwrap();
+    gw.signal("HUP");
+    // The reload is under way once its JWKS fetch connects to the stall.
+    tokio::time::timeout(Duration::from_secs(30), fetching.recv())
+        .await
+        .expect("the reload fetches the JWKS");
+    gw.terminate();
+    let mut child = gw.child;
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "still running 10 s after SIGTERM: {exited:?}"
+    );
+}

@@ -14,7 +14,7 @@ use http::Method;
 use rustls_pki_types::CertificateDer;
 
 use super::env::Environment;
-use super::errors::{span_of, Problems};
+use super::errors::{shown, span_of, Problems};
 use super::schema::*;
 use super::{
     AdminSettings, AuditSettings, LibrarySettings, ListenerSettings, Settings, SUMMARY_NOT_SET,
@@ -53,6 +53,16 @@ pub fn settings(raw: Config, env: &Environment, out: &mut Problems) -> Option<Se
     }
     let (listener, admin, libraries, session, roles, audit) =
         (listener?, admin?, libraries?, session?, roles?, audit?);
+    // Port 0 asks the system for any free port: two of those never clash.
+    if listener.address == admin.address && admin.address.port() != 0 {
+        out.at(
+            &raw.admin.address,
+            format!(
+                "admin.address {} is listener.address too; they need their own ports",
+                admin.address
+            ),
+        );
+    }
     let cors = match (raw.cors.is_some(), cors) {
         (true, None) => return None,
         (_, c) => c,
@@ -80,6 +90,7 @@ fn address(env: &Environment, v: &Text, what: &str, out: &mut Problems) -> Optio
     match text.parse() {
         Ok(a) => Some(a),
         Err(e) => {
+            let text = shown(v.get_ref(), &text);
             out.at(v, format!("{what} {text:?}: {e} (expected ip:port)"));
             None
         }
@@ -173,8 +184,8 @@ fn libraries(
         let upstream_url = match &l.upstream {
             Some(u) => out.text(env, u).and_then(|url| {
                 let url = url.trim_end_matches('/').to_string();
-                match check_upstream_url(&url) {
-                    Ok(()) => Some(url),
+                match https_url(&url, u.get_ref(), true) {
+                    Ok(_) => Some(url),
                     Err(msg) => {
                         out.at(u, msg);
                         None
@@ -226,7 +237,8 @@ fn certificates(
         }
     };
     if let Err(e) = crate::tls::client_config(&certs, crate::tls::ALPN_H2_H1) {
-        out.at(p, format!("{what} {}: {e}", path.display()));
+        let path = shown(p.get_ref(), &path.display().to_string());
+        out.at(p, format!("{what} {path}: {e}"));
         return None;
     }
     Some((path, certs))
@@ -264,7 +276,8 @@ fn session(s: &SessionConfig, env: &Environment, out: &mut Problems) -> Option<S
     };
     // Both tables are checked whatever the mode, so a file that switches
     // modes later does not hide a broken one.
-    let jwt = jwt(&s.jwt, s.mode == SessionMode::Jwt, env, out);
+    let mut material = Vec::new();
+    let jwt = jwt(&s.jwt, s.mode == SessionMode::Jwt, env, out, &mut material);
     let introspection = s.introspection.as_ref().map(|i| introspection(i, env, out));
     let validator = match s.mode {
         SessionMode::Jwt => jwt.map(ValidatorSettings::Jwt),
@@ -280,7 +293,10 @@ fn session(s: &SessionConfig, env: &Environment, out: &mut Problems) -> Option<S
         },
     };
     let validator = validator?;
-    ok.then(|| SessionSettings {
+    if !ok {
+        return None;
+    }
+    let mut settings = SessionSettings {
         sources,
         validator,
         user_claim: s.user_claim.clone(),
@@ -291,10 +307,70 @@ fn session(s: &SessionConfig, env: &Environment, out: &mut Problems) -> Option<S
         smh_compatible_errors: s.smh_compatible_errors,
         cache_capacity: s.cache_capacity,
         leeway: Duration::from_secs(s.jwt.leeway_secs),
-    })
+        fingerprint: [0; 32],
+    };
+    settings.fingerprint = fingerprint(&settings, &material);
+    Some(settings)
 }
 
-fn jwt(j: &JwtConfig, in_use: bool, env: &Environment, out: &mut Problems) -> Option<JwtSettings> {
+/// A digest of everything the session layer is built from, key material
+/// included: a reload that leaves it unchanged keeps the running
+/// validator, its verified-session cache and its fetched JWKS.
+fn fingerprint(s: &SessionSettings, material: &[u8]) -> [u8; 32] {
+    let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+    // Length-prefixed, so no two different inputs run together the same.
+    let mut put = |b: &[u8]| {
+        d.update(&(b.len() as u64).to_be_bytes());
+        d.update(b);
+    };
+    for src in &s.sources {
+        put(src.to_string().as_bytes());
+    }
+    put(s.user_claim.as_bytes());
+    put(format!("{:?}", s.client_claim).as_bytes());
+    put(format!("{:?}", s.client_header).as_bytes());
+    put(s.roles_claim.as_bytes());
+    put(format!("{:?}", s.default_roles).as_bytes());
+    put(&[u8::from(s.smh_compatible_errors)]);
+    put(&s.cache_capacity.to_be_bytes());
+    put(&s.leeway.as_secs().to_be_bytes());
+    match &s.validator {
+        ValidatorSettings::Jwt(j) => {
+            put(b"jwt");
+            put(format!("{:?}", j.algorithms).as_bytes());
+            put(j.hmac.as_ref().map_or(&b""[..], |h| h.expose().as_bytes()));
+            put(material);
+            put(format!("{:?} {:?} {}", j.issuer, j.audience, j.leeway_secs).as_bytes());
+            if let Some(r) = &j.remote {
+                put(r.url.to_string().as_bytes());
+                for ca in &r.extra_ca {
+                    put(ca.as_ref());
+                }
+                put(format!("{:?} {:?}", r.refresh, r.min_refetch).as_bytes());
+            }
+        }
+        ValidatorSettings::Introspection(i) => {
+            put(b"introspection");
+            put(i.url.to_string().as_bytes());
+            for ca in &i.extra_ca {
+                put(ca.as_ref());
+            }
+            put(format!("{:?} {:?} {:?}", i.timeout, i.ttl, i.negative_ttl).as_bytes());
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(d.finish().as_ref());
+    out
+}
+
+/// `material`: the bytes of every key read, for the session fingerprint.
+fn jwt(
+    j: &JwtConfig,
+    in_use: bool,
+    env: &Environment,
+    out: &mut Problems,
+    material: &mut Vec<u8>,
+) -> Option<JwtSettings> {
     let mut ok = true;
     let hmac_src = j.hmac_source();
     let hmac = hmac_src.resolve(env, None, out);
@@ -309,11 +385,14 @@ fn jwt(j: &JwtConfig, in_use: bool, env: &Environment, out: &mut Problems) -> Op
         };
         match std::fs::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|pem| crate::session::keys::from_pem(&pem))
-        {
+            .and_then(|pem| {
+                material.extend_from_slice(&pem);
+                crate::session::keys::from_pem(&pem)
+            }) {
             Ok(k) => static_keys.push(k),
             Err(e) => {
-                out.at(p, format!("{}: {e}", path.display()));
+                let path = shown(p.get_ref(), &path.display().to_string());
+                out.at(p, format!("{path}: {e}"));
                 ok = false;
             }
         }
@@ -336,9 +415,14 @@ fn jwt(j: &JwtConfig, in_use: bool, env: &Environment, out: &mut Problems) -> Op
     if let Some(p) = &j.jwks_file {
         match out.file(env, p, "jwks_file") {
             Some(path) => match std::fs::read(&path) {
-                Ok(bytes) => ok &= jwk_set(&bytes, p, &path.display().to_string(), out),
+                Ok(bytes) => {
+                    material.extend_from_slice(&bytes);
+                    let name = shown(p.get_ref(), &path.display().to_string());
+                    ok &= jwk_set(&bytes, p, &name, out)
+                }
                 Err(e) => {
-                    out.at(p, format!("jwks_file {}: {e}", path.display()));
+                    let path = shown(p.get_ref(), &path.display().to_string());
+                    out.at(p, format!("jwks_file {path}: {e}"));
                     ok = false;
                 }
             },
@@ -346,13 +430,14 @@ fn jwt(j: &JwtConfig, in_use: bool, env: &Environment, out: &mut Problems) -> Op
         }
     }
     if let Some(inline) = &j.jwks {
+        material.extend_from_slice(inline.get_ref().as_bytes());
         ok &= jwk_set(inline.get_ref().as_bytes(), inline, "jwks", out);
     }
     let remote = match &j.jwks_url {
         Some(u) => {
             let url = out
                 .text(env, u)
-                .and_then(|url| match check_https_url(&url) {
+                .and_then(|url| match https_url(&url, u.get_ref(), false) {
                     Ok(uri) => Some(uri),
                     Err(msg) => {
                         out.at(u, msg);
@@ -442,7 +527,7 @@ fn introspection(
 ) -> Option<IntrospectionSettings> {
     let url = out
         .text(env, &i.url)
-        .and_then(|url| match check_https_url(&url) {
+        .and_then(|url| match https_url(&url, i.url.get_ref(), false) {
             Ok(uri) => Some(uri),
             Err(msg) => {
                 out.at(&i.url, msg);
@@ -637,7 +722,20 @@ fn cors(c: &CorsConfig, out: &mut Problems) -> Option<CorsSettings> {
 
 fn audit(a: &AuditConfig, env: &Environment, out: &mut Problems) -> Option<AuditSettings> {
     let file = match (&a.file, a.sink) {
-        (Some(p), _) => Some(out.path(env, p)?),
+        (Some(p), _) => {
+            let path = out.path(env, p)?;
+            if let Err(e) = writable_place(&path) {
+                out.at(
+                    p,
+                    format!(
+                        "audit.file {}: {e}",
+                        shown(p.get_ref(), &path.display().to_string())
+                    ),
+                );
+                return None;
+            }
+            Some(path)
+        }
         (None, AuditSink::File | AuditSink::Both) => {
             out.push(
                 None,
@@ -658,6 +756,33 @@ fn audit(a: &AuditConfig, env: &Environment, out: &mut Problems) -> Option<Audit
         max_files: a.max_files,
         queue_capacity: a.queue_capacity,
     })
+}
+
+/// Whether the audit file can be opened where it is (checked without
+/// creating anything): not a directory, and its nearest existing ancestor
+/// a directory the file or its missing parents can be made in.
+fn writable_place(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory".into());
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() {
+            return Ok(());
+        }
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {
+                return if m.permissions().readonly() {
+                    Err(format!("{} is read-only", d.display()))
+                } else {
+                    Ok(())
+                };
+            }
+            Ok(_) => return Err(format!("{} is not a directory", d.display())),
+            Err(_) => dir = d.parent(),
+        }
+    }
+    Ok(())
 }
 
 /// Bounds serde cannot express.
@@ -762,36 +887,38 @@ fn numbers(raw: &Config, out: &mut Problems) {
     }
 }
 
-fn check_https_url(url: &str) -> Result<http::Uri, String> {
+/// An `https://` URL with a host and no userinfo; for an SMH upstream
+/// (`base`), nothing after the authority. Messages show the value as
+/// written when it came from `${VAR}`s.
+fn https_url(url: &str, raw: &str, base: bool) -> Result<http::Uri, String> {
+    let what = if base { "upstream " } else { "" };
+    let shown = shown(raw, url);
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(format!("{url:?} must use https://"));
-    }
-    if uri.host().is_none() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(uri)
-}
-
-fn check_upstream_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("upstream {url:?} is not a URL: {e}"))?;
+        .map_err(|e| format!("{what}{shown:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("https") {
         return Err(format!(
-            "upstream {url:?} must use https:// (SMH does not serve plain HTTP)"
+            "{what}{shown:?} must use https://{}",
+            if base {
+                " (SMH does not serve plain HTTP)"
+            } else {
+                ""
+            }
         ));
     }
-    if uri.host().is_none() {
-        return Err(format!("upstream {url:?} has no host"));
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{what}{shown:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{what}{shown:?} must not carry user:password (it would be logged and sent)"
+        ));
     }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!("upstream {url:?} must not have a path"));
+    if base && uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("{what}{shown:?} must not have a path"));
     }
-    if uri.query().is_some() {
-        return Err(format!("upstream {url:?} must not have a query"));
+    if base && uri.query().is_some() {
+        return Err(format!("{what}{shown:?} must not have a query"));
     }
-    Ok(())
+    Ok(uri)
 }

@@ -115,7 +115,8 @@ impl Problems {
         if p.is_file() {
             Some(p)
         } else {
-            self.at(value, format!("{what} {} does not exist", p.display()));
+            let shown = shown(value.get_ref(), &p.display().to_string());
+            self.at(value, format!("{what} {shown} does not exist"));
             None
         }
     }
@@ -136,6 +137,17 @@ impl Problems {
                 })
                 .collect(),
         )
+    }
+}
+
+/// How a value appears in a message: as written when it names `${VAR}`s
+/// (their values may be secrets, e.g. a secret put where a path belongs),
+/// else as read.
+pub fn shown(raw: &str, expanded: &str) -> String {
+    if raw.contains("${") {
+        raw.to_string()
+    } else {
+        expanded.to_string()
     }
 }
 

@@ -92,14 +92,7 @@ impl LibrarySettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSettings {
-    pub sink: AuditSink,
-    pub file: Option<PathBuf>,
-    pub max_file_bytes: u64,
-    pub max_files: u32,
-    pub queue_capacity: usize,
-}
+pub use crate::audit::AuditSettings;
 
 /// Reads and checks `path` with the process environment.
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
@@ -152,6 +145,7 @@ impl Settings {
             listener_address: self.listener.address,
             admin_address: self.admin.address,
             admin_token: self.admin.token.clone(),
+            admin_checks: [self.admin.check_upstreams, self.admin.check_session_keys],
             audit: self.audit.clone(),
             log: self.log.clone(),
             tokens: [
@@ -185,6 +179,7 @@ pub struct FixedAtStart {
     listener_address: SocketAddr,
     admin_address: SocketAddr,
     admin_token: Option<Secret>,
+    admin_checks: [bool; 2],
     audit: AuditSettings,
     log: LogConfig,
     tokens: [u64; 6],
@@ -201,6 +196,10 @@ impl FixedAtStart {
             ("listener.address", self.listener_address == next.listener_address),
             ("admin.address", self.admin_address == next.admin_address),
             ("admin.token", self.admin_token == next.admin_token),
+            (
+                "admin.check_upstreams, admin.check_session_keys",
+                self.admin_checks == next.admin_checks,
+            ),
             ("audit", self.audit == next.audit),
             ("log", self.log == next.log),
             ("tokens", self.tokens == next.tokens),

@@ -52,8 +52,6 @@ pub use crate::server::{
     DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_HEADER_READ_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT_SECS,
 };
-/// The longest timeout any duration setting may name.
-pub const MAX_DURATION_SECS: u64 = 86_400;
 /// After SIGTERM `/readyz` answers 503 while the listener keeps accepting
 /// this long, so load balancers stop sending before connections are
 /// refused (a few health-check intervals).
@@ -429,16 +427,7 @@ pub struct CorsConfig {
     pub max_age_secs: u64,
 }
 
-/// Where audit records go.
-#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditSink {
-    #[default]
-    Stdout,
-    File,
-    Both,
-    Off,
-}
+pub use crate::audit::AuditSink;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -517,7 +506,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default = "default_connect_timeout")]
@@ -565,12 +554,6 @@ pub enum LogFormat {
     Human,
     Json,
 }
-
-/// The algorithms `session.jwt.algorithms` may name.
-pub const KNOWN_ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
-];
 
 /// Bearer first, then the `access_token` query parameter: SMH's SDKs put
 /// their token there (every SDK, every call), so an unmodified SDK works.

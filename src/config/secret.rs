@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use super::env::Environment;
-use super::errors::Problems;
+use super::errors::{shown, Problems};
 use super::schema::Text;
 use crate::secret::Secret;
 
@@ -102,20 +102,21 @@ impl<'a, N: SecretFieldNames> SecretSource<'a, N> {
             }
             (None, Some(path)) => {
                 let p = out.file(env, path, N::FILE)?;
+                let name = shown(path.get_ref(), &p.display().to_string());
                 match std::fs::read_to_string(&p) {
                     Ok(text) => {
                         let value = text.trim_end_matches(['\r', '\n']);
                         if value.is_empty() {
-                            out.at(path, format!("{} {} is empty", N::FILE, p.display()));
+                            out.at(path, format!("{} {name} is empty", N::FILE));
                             return None;
                         }
                         Some(Resolved {
                             value: Secret::new(value),
-                            origin: format!("{} = {}", N::FILE, p.display()),
+                            origin: format!("{} = {name}", N::FILE),
                         })
                     }
                     Err(e) => {
-                        out.at(path, format!("{} {}: {e}", N::FILE, p.display()));
+                        out.at(path, format!("{} {name}: {e}", N::FILE));
                         None
                     }
                 }

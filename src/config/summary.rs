@@ -62,7 +62,7 @@ pub fn render(cfg: &Settings) -> String {
                 let _ = writeln!(
                     s,
                     "  jwks url: {} (refresh {}s)",
-                    r.url,
+                    without_query(&r.url),
                     r.refresh.as_secs()
                 );
             }
@@ -71,7 +71,7 @@ pub fn render(cfg: &Settings) -> String {
             let _ = writeln!(
                 s,
                 "  introspection: {} (ttl {}s, negative {}s)",
-                i.url,
+                without_query(&i.url),
                 i.ttl.as_secs(),
                 i.negative_ttl.as_secs()
             );
@@ -97,4 +97,17 @@ pub fn render(cfg: &Settings) -> String {
         );
     }
     s
+}
+
+/// A URL without its query, which may carry a key.
+fn without_query(url: &http::Uri) -> String {
+    match url.query() {
+        Some(_) => format!(
+            "{}://{}{}?…",
+            url.scheme_str().unwrap_or("https"),
+            url.authority().map_or("", |a| a.as_str()),
+            url.path()
+        ),
+        None => url.to_string(),
+    }
 }

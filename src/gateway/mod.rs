@@ -76,7 +76,8 @@ pub struct Active {
     /// is dropped (its session may have been judged by other keys).
     pub generation: u64,
     pub libraries: HashMap<String, Library>,
-    pub sessions: SessionValidator,
+    /// Shared with the previous generation when `[session]` is unchanged.
+    pub sessions: Arc<SessionValidator>,
     pub policy: Policy,
     pub cors: Option<cors::Cors>,
     pub limits: limits::RequestLimits,
@@ -211,6 +212,7 @@ impl Gateway {
             client_id: session.client_id.clone(),
             grant: decision.grant,
             period_secs: decision.period_secs,
+            target: library.mint.generation,
         };
         let (mut token, outcome) = self
             .tokens

@@ -60,12 +60,14 @@ pub struct RemoteJwksSettings {
 }
 
 impl JwtValidator {
-    /// Builds the validator; a JWKS URL is fetched once here (failure is
-    /// logged, not fatal: the refresher and unknown-kid re-fetches retry).
+    /// Builds the validator; a JWKS URL is fetched once here. At start-up a
+    /// failure is logged, not fatal (the refresher and unknown-kid
+    /// re-fetches retry); with `require_keys` (a reload) it is an error.
     pub async fn new(
         cfg: JwtSettings,
         connect_timeout: Duration,
         jwks_observer: Option<Arc<dyn JwksObserver>>,
+        require_keys: bool,
     ) -> anyhow::Result<Self> {
         let mut validations = HashMap::new();
         for alg in cfg.algorithms {
@@ -107,8 +109,18 @@ impl JwtValidator {
                     r.min_refetch,
                     jwks_observer,
                 )?);
-                if let Err(e) = jwks.refresh().await {
-                    tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry");
+                match jwks.refresh().await {
+                    Ok(_) => {}
+                    // A reload must not swap in a validator with no keys
+                    // for the one serving with fetched ones.
+                    Err(e) if require_keys => {
+                        anyhow::bail!(
+                            "JWKS {url}: {e}; not swapping in sessions without their keys"
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, error = %e, "initial JWKS fetch failed; will retry")
+                    }
                 }
                 jwks.spawn_refresher(r.refresh.max(Duration::from_secs(1)));
                 Some(jwks)

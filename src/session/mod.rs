@@ -53,6 +53,9 @@ pub struct SessionSettings {
     pub smh_compatible_errors: bool,
     pub cache_capacity: u64,
     pub leeway: Duration,
+    /// A digest of all of the above and the key material: equal
+    /// fingerprints build equal validators.
+    pub fingerprint: [u8; 32],
 }
 
 /// How credentials are checked.
@@ -152,6 +155,8 @@ pub struct SessionValidator {
     /// Claims policy templates read (`{claims.NAME}`); only these are kept
     /// in cached sessions, so a session costs its ids, not its whole token.
     kept_claims: Vec<String>,
+    /// [`SessionSettings::fingerprint`] of what it was built from.
+    fingerprint: [u8; 32],
     /// One shared role list per distinct set of roles.
     role_lists: std::sync::RwLock<std::collections::HashMap<Vec<String>, Arc<[String]>>>,
 }
@@ -176,11 +181,13 @@ impl SessionValidator {
         connect_timeout: Duration,
         kept_claims: Vec<String>,
         jwks_observer: Option<Arc<dyn jwks::JwksObserver>>,
+        require_keys: bool,
     ) -> anyhow::Result<Self> {
+        let fingerprint = cfg.fingerprint;
         let validator = match cfg.validator {
-            ValidatorSettings::Jwt(jwt) => {
-                Validator::Jwt(JwtValidator::new(jwt, connect_timeout, jwks_observer).await?)
-            }
+            ValidatorSettings::Jwt(jwt) => Validator::Jwt(
+                JwtValidator::new(jwt, connect_timeout, jwks_observer, require_keys).await?,
+            ),
             ValidatorSettings::Introspection(i) => {
                 Validator::Introspection(Box::new(Introspector::new(&i, connect_timeout)?))
             }
@@ -201,7 +208,14 @@ impl SessionValidator {
             smh_compatible_errors: cfg.smh_compatible_errors,
             kept_claims,
             role_lists: Default::default(),
+            fingerprint,
         })
+    }
+
+    /// Whether this validator was built from `settings` (and keeps the
+    /// same claims): a reload then keeps it, with its cache and keys.
+    pub fn built_from(&self, settings: &SessionSettings, kept_claims: &[String]) -> bool {
+        self.fingerprint == settings.fingerprint && self.kept_claims == kept_claims
     }
 
     /// Validates the request's credential. Errors are already in the form

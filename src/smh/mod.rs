@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 
-
 /// Flags that select an operation (smh-api.md 1.3).
 pub const FLAGS: &[&str] = &[
     "multipart",

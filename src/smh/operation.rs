@@ -1,5 +1,5 @@
 //! The SMH operation a request performs, judged once: from the method, the
-//! one operation flag in the query ([`crate::gateway::query`]) and — for a
+//! one operation flag in the query (the gateway's query stage) and — for a
 //! flag-less `PUT` on a file or directory — the JSON body, because SMH
 //! overloads that call (smh-api.md 5.3, 5.4). The name judged here is the
 //! one the policy allow-list matches and the audit record names.
@@ -11,7 +11,13 @@
 
 use http::Method;
 
-use crate::error::GatewayError;
+/// Why a request names no single operation SMH would perform; the
+/// gateway answers it (400, or 413 for a body too large to judge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationError {
+    BadRequest(String),
+    BodyTooLarge(String),
+}
 
 /// Flags SMH documents on `PUT file` (smh-api.md 5.4: `?convert`,
 /// `?virtual_file`) and `PUT directory` (5.3: `?calibrate`). Any other
@@ -62,7 +68,7 @@ pub fn judge(
     resource: &str,
     flag: Option<&'static str>,
     body: BodyView<'_>,
-) -> Result<Judged, GatewayError> {
+) -> Result<Judged, OperationError> {
     // Parsed once; everything below reads this value.
     let json = body.bytes.map(Json::parse).unwrap_or(Json::Empty);
     let name = match (method.as_str(), resource, flag) {
@@ -73,7 +79,7 @@ pub fn judge(
                 PUT_DIRECTORY_FLAGS
             };
             if !allowed.contains(&f) {
-                return Err(GatewayError::BadRequest(format!(
+                return Err(OperationError::BadRequest(format!(
                     "?{f} is not an operation of PUT {resource}: SMH chooses this call's operation from the body"
                 )));
             }
@@ -92,7 +98,7 @@ pub fn judge(
             if f != "delete" {
                 judged_body(body)?;
                 if !matches!(json, Json::Value(serde_json::Value::Array(_))) {
-                    return Err(GatewayError::BadRequest(
+                    return Err(OperationError::BadRequest(
                         "a batch body must be a JSON array of items".into(),
                     ));
                 }
@@ -100,7 +106,7 @@ pub fn judge(
             f
         }
         ("POST", "batch", _) => {
-            return Err(GatewayError::BadRequest(
+            return Err(OperationError::BadRequest(
                 "a batch names exactly one of ?copy, ?move, ?delete".into(),
             ))
         }
@@ -147,14 +153,14 @@ impl Json {
 
 /// A body the operation depends on: it must have been kept whole, and be
 /// plain JSON (or empty).
-fn judged_body(body: BodyView<'_>) -> Result<(), GatewayError> {
+fn judged_body(body: BodyView<'_>) -> Result<(), OperationError> {
     let bytes = body.bytes.ok_or_else(|| {
-        GatewayError::BodyTooLarge(
+        OperationError::BodyTooLarge(
             "a body that decides the operation must fit in limits.replay_body_limit_bytes".into(),
         )
     })?;
     if !body.plain_json && !bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::BadRequest(
+        return Err(OperationError::BadRequest(
             "this call's body decides what SMH does, so it must be unencoded JSON (Content-Type: application/json)".into(),
         ));
     }
@@ -165,12 +171,12 @@ fn judged_body(body: BodyView<'_>) -> Result<(), GatewayError> {
 /// create). Member names are compared without ASCII case, and non-ASCII
 /// names are refused ([`named_spaces`]), so `From` or `linK` (Kelvin sign)
 /// cannot pass as "no operation" if SMH's parser folds case.
-fn put_body_kind(json: &Json) -> Result<Option<&'static str>, GatewayError> {
+fn put_body_kind(json: &Json) -> Result<Option<&'static str>, OperationError> {
     let o = match json {
         Json::Empty => return Ok(None),
         Json::Value(serde_json::Value::Object(o)) => o,
         _ => {
-            return Err(GatewayError::BadRequest(
+            return Err(OperationError::BadRequest(
                 "the body of this call must be a JSON object".into(),
             ))
         }
@@ -181,7 +187,7 @@ fn put_body_kind(json: &Json) -> Result<Option<&'static str>, GatewayError> {
         if let Some((_, k)) = BODY_KINDS.iter().find(|(m, _)| *m == key) {
             match kind {
                 Some(prev) if prev != *k => {
-                    return Err(GatewayError::BadRequest(format!(
+                    return Err(OperationError::BadRequest(format!(
                         "the body names two operations ({prev} and {k}); send one"
                     )))
                 }
@@ -198,7 +204,7 @@ fn put_body_kind(json: &Json) -> Result<Option<&'static str>, GatewayError> {
 /// (Go's `encoding/json` folds U+212A to `k`, U+017F to `s`) could read a
 /// non-ASCII name as one of SMH's. Bodies that are not JSON name nothing;
 /// where the body decides the operation, [`judged_body`] refused them.
-fn named_spaces(json: &Json) -> Result<Vec<String>, GatewayError> {
+fn named_spaces(json: &Json) -> Result<Vec<String>, OperationError> {
     let objects: Vec<&serde_json::Map<String, serde_json::Value>> = match json {
         Json::Value(serde_json::Value::Object(o)) => vec![o],
         Json::Value(serde_json::Value::Array(items)) => {
@@ -210,7 +216,7 @@ fn named_spaces(json: &Json) -> Result<Vec<String>, GatewayError> {
     for o in objects {
         for (k, v) in o {
             if !k.is_ascii() {
-                return Err(GatewayError::BadRequest(format!(
+                return Err(OperationError::BadRequest(format!(
                     "body member {k:?}: member names must be ASCII"
                 )));
             }
@@ -221,13 +227,13 @@ fn named_spaces(json: &Json) -> Result<Vec<String>, GatewayError> {
                 serde_json::Value::String(s) => s.as_str(),
                 serde_json::Value::Null => continue,
                 _ => {
-                    return Err(GatewayError::BadRequest(format!(
+                    return Err(OperationError::BadRequest(format!(
                         "body member {k} must be a SpaceId string"
                     )))
                 }
             };
             if !crate::smh::is_space_id(s) {
-                return Err(GatewayError::BadRequest(format!(
+                return Err(OperationError::BadRequest(format!(
                     "body member {k}: {s:?} is not a SpaceId"
                 )));
             }

@@ -30,7 +30,6 @@ use moka::Expiry;
 use crate::sync::lock;
 
 use crate::body;
-use crate::metrics::{LibraryMetrics, Metrics, MintOutcome};
 use crate::secret::Secret;
 use crate::smh::wire::{ErrorBody, TokenResponse};
 use crate::upstream::{Upstream, UpstreamError};
@@ -71,6 +70,10 @@ pub struct TokenKey {
     /// Comma-joined, sorted SMH grants; empty means read-only.
     pub grant: Arc<str>,
     pub period_secs: u64,
+    /// [`MintTarget::generation`] of the settings it was minted with: a
+    /// mint begun before a reload changed the library's secret or upstream
+    /// lands under its own key, which no later request asks for.
+    pub target: u64,
 }
 
 #[derive(Debug)]
@@ -229,13 +232,37 @@ impl Throttle {
     }
 }
 
+/// How one mint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintOutcome {
+    Ok = 0,
+    Unavailable = 1,
+    Rejected = 2,
+}
+
+/// Told of every mint of one library (its metrics implement it, so the
+/// token service does not import them).
+pub trait MintObserver: Send + Sync {
+    fn minted(&self, outcome: MintOutcome, elapsed: Duration);
+}
+
+/// Told of requests the token service answered without asking SMH.
+pub trait TokenObserver: Send + Sync {
+    /// Answered from the memory of a refused mint.
+    fn refusal_remembered(&self);
+    /// Refused: the user holds `tokens.max_keys_per_user` keys.
+    fn keys_refused(&self);
+}
+
 /// One library's minting credentials.
 #[derive(Clone)]
 pub struct MintTarget {
     pub upstream: Upstream,
     pub secret: Secret,
+    /// Changes whenever the library's upstream or secret does (reload).
+    pub generation: u64,
     /// The library's metric handles.
-    pub metrics: Arc<LibraryMetrics>,
+    pub metrics: Arc<dyn MintObserver>,
 }
 
 struct TokenExpiry {
@@ -277,7 +304,7 @@ pub struct TokenService {
     /// Bumped whenever a token is dropped before its time (SMH rejected it,
     /// or the cache was flushed), so no connection's memo serves it again.
     epoch: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn TokenObserver>,
 }
 
 /// The token one client connection last used, and until when it may use it
@@ -297,7 +324,7 @@ impl TokenService {
         limits: CacheLimits,
         margin: Duration,
         max_age: Duration,
-        metrics: Arc<Metrics>,
+        metrics: Arc<dyn TokenObserver>,
     ) -> Self {
         let users = Arc::new(UserKeys {
             held: Default::default(),
@@ -432,13 +459,17 @@ impl TokenService {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Drops the tokens of one library (a reload changed or removed it).
+    /// Drops the tokens of one library (a reload changed or removed it),
+    /// and every remembered refusal (the reload may have fixed the secret).
+    /// A mint still in flight under the old settings lands under its old
+    /// [`TokenKey::target`], which no new request asks for.
     pub fn forget_library(&self, library: &str) {
         let library: Arc<str> = Arc::from(library);
         // Only fails when closures are not enabled, which `new` does.
         let _ = self
             .cache
             .invalidate_entries_if(move |k, _| k.library == library);
+        self.refused.invalidate_all();
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -450,7 +481,7 @@ impl TokenService {
     ) -> Result<Arc<CachedToken>, MintError> {
         // Checked on the miss path only: hits never pay for it.
         if let Some(refused) = self.refused.get(key) {
-            self.metrics.token_mints_refused_cached.inc();
+            self.metrics.refusal_remembered();
             return Err(refused);
         }
         let reservation = match self.users.reserve(key) {
@@ -463,7 +494,7 @@ impl TokenService {
                     self.cache.run_pending_tasks().await;
                 }
                 self.users.reserve(key).ok_or_else(|| {
-                    self.metrics.token_keys_refused.inc();
+                    self.metrics.keys_refused();
                     MintError::TooManyKeys(self.users.max)
                 })?
             }
@@ -503,7 +534,7 @@ impl TokenService {
             Err(MintError::Unavailable(_)) => MintOutcome::Unavailable,
             Err(MintError::Rejected(_) | MintError::TooManyKeys(_)) => MintOutcome::Rejected,
         };
-        target.metrics.observe_mint(outcome, started.elapsed());
+        target.metrics.minted(outcome, started.elapsed());
         let resp = result?;
         self.mints.fetch_add(1, Ordering::Relaxed);
         // Never longer than `max_age`, whatever SMH answers: the lifetime
@@ -634,6 +665,7 @@ mod tests {
             client_id: Arc::from(device),
             grant: Arc::from(""),
             period_secs: 60,
+            target: 0,
         }
     }
 
