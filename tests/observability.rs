@@ -84,7 +84,7 @@ async fn metrics_count_known_traffic_and_parse_with_the_reference_parser() {
         )
     };
     assert_eq!(req("directory", "GET", "200", "2xx"), 6.0);
-    assert_eq!(req("directory", "GET", "401", "4xx"), 2.0);
+    assert_eq!(req("directory", "GET", "400", "4xx"), 2.0);
     assert_eq!(req("directory", "PUT", "201", "2xx"), 1.0);
     assert_eq!(
         get(

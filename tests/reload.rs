@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{parse_prometheus, sample, GatewayProcess, Harness};
+use common::{GatewayProcess, Harness};
 use http_body_util::BodyExt;
 
 const ADMIN_TOKEN: &str = "reload-test-admin-token";
@@ -54,18 +54,12 @@ impl Conn {
 }
 
 async fn reloads(gw: &GatewayProcess, result: &str) -> f64 {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    sample(
-        &parse_prometheus(&text),
+    common::scrape_sample(
+        &gw.admin_url(""),
         "smh_gateway_config_reloads_total",
         &[("result", result)],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 /// Waits (bounded) until the reload counter for `result` reaches `n`: the
@@ -115,6 +109,19 @@ fn preflight(origin: &str) -> [(&str, &str); 2] {
     [("origin", origin), ("access-control-request-method", "PUT")]
 }
 
+/// Preflight statuses for origins one and two.
+async fn origins(conn: &mut Conn, path: &str) -> (u16, u16) {
+    let one = conn
+        .send("OPTIONS", path, &preflight("https://one.example"))
+        .await
+        .0;
+    let two = conn
+        .send("OPTIONS", path, &preflight("https://two.example"))
+        .await
+        .0;
+    (one, two)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_connection() {
     let h = Harness::start().await;
@@ -137,18 +144,7 @@ async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_conne
     // Before: a viewer may not create; only origin one may preflight.
     let (status, body) = conn.send("PUT", &mkdir(1), &auth).await;
     assert_eq!(status, 403, "viewer has no create_directory grant: {body}");
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(1), &preflight("https://one.example"))
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(1), &preflight("https://two.example"))
-            .await
-            .0,
-        403
-    );
+    assert_eq!(origins(&mut conn, &mkdir(1)).await, (204, 403));
 
     // SIGHUP with the viewer granted create_directory and origin two.
     write_config(&gw, &["create_directory"], "https://two.example", None);
@@ -156,18 +152,7 @@ async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_conne
     wait_reloads(&gw, "ok", 1.0).await;
     let (status, body) = conn.send("PUT", &mkdir(2), &auth).await;
     assert_eq!(status, 201, "the new grant applies at once: {body}");
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(2), &preflight("https://one.example"))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(2), &preflight("https://two.example"))
-            .await
-            .0,
-        204
-    );
+    assert_eq!(origins(&mut conn, &mkdir(2)).await, (403, 204));
 
     // A broken file, by SIGHUP and by the admin route: refused, counted,
     // the running settings keep serving.
@@ -195,12 +180,7 @@ async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_conne
         201,
         "old settings still serve"
     );
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(3), &preflight("https://two.example"))
-            .await
-            .0,
-        204
-    );
+    assert_eq!(origins(&mut conn, &mkdir(3)).await, (403, 204));
     assert!(
         gw.log
             .lock()
@@ -226,18 +206,7 @@ async fn sighup_and_the_admin_route_swap_roles_and_cors_without_dropping_a_conne
         403,
         "grant removed again"
     );
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(4), &preflight("https://one.example"))
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        conn.send("OPTIONS", &mkdir(4), &preflight("https://two.example"))
-            .await
-            .0,
-        403
-    );
+    assert_eq!(origins(&mut conn, &mkdir(4)).await, (204, 403));
     assert_eq!(reloads(&gw, "ok").await, 2.0);
     assert!(
         gw.log
@@ -259,18 +228,12 @@ fn edit_dev_config(h: &Harness, f: impl FnOnce(&mut toml::Table)) {
 }
 
 async fn session_outcome(h: &Harness, outcome: &str) -> f64 {
-    let text = reqwest::get(h.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    sample(
-        &parse_prometheus(&text),
+    common::scrape_sample(
+        &h.admin_url(""),
         "smh_gateway_session_validations_total",
         &[("outcome", outcome)],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 /// A reload that leaves `[session]` alone keeps the running validator and

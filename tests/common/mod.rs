@@ -307,6 +307,18 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Scrapes `admin_url`'s `/metrics` and reads one sample (0 when absent:
+/// counters appear on first use).
+pub async fn scrape_sample(admin_base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = reqwest::get(format!("{admin_base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(&parse_prometheus(&text), name, labels).unwrap_or(0.0)
+}
+
 /// The value of one sample, matching all given labels.
 pub fn sample(
     samples: &[(String, std::collections::BTreeMap<String, String>, f64)],
