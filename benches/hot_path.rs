@@ -106,6 +106,7 @@ fn token_cache_hit(c: &mut Criterion) {
         spaces: Arc::from(""),
         user_id: Arc::from("alice"),
         client_id: Arc::from("phone"),
+        session_id: Arc::from(""),
         grant: Arc::from("create_directory,upload_file"),
         period_secs: 3600,
         target: 0,

@@ -210,6 +210,7 @@ impl Gateway {
             spaces: decision.token_space,
             user_id: session.user_id.clone(),
             client_id: session.client_id.clone(),
+            session_id: session.session_id.clone(),
             grant: decision.grant,
             period_secs: decision.period_secs,
             target: library.mint.generation,

@@ -32,6 +32,7 @@ pub const FLAGS: &[&str] = &[
     "save",
 ];
 
+pub mod delete;
 pub mod operation;
 pub mod token;
 pub mod wire;

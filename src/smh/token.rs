@@ -55,6 +55,7 @@ impl TokenKey {
             + self.spaces.len()
             + self.user_id.len()
             + self.client_id.len()
+            + self.session_id.len()
             + self.grant.len()) as u64
     }
 }
@@ -67,6 +68,10 @@ pub struct TokenKey {
     pub spaces: Arc<str>,
     pub user_id: Arc<str>,
     pub client_id: Arc<str>,
+    /// The session the token is minted for (SMH's `session_id`), so
+    /// SMH's per-session delete reaches exactly it; empty when the
+    /// session names none.
+    pub session_id: Arc<str>,
     /// Comma-joined, sorted SMH grants; empty means read-only.
     pub grant: Arc<str>,
     pub period_secs: u64,
@@ -459,6 +464,23 @@ impl TokenService {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Drops the cached tokens of `user_id` (of one device or one session
+    /// when given), connection memos included (revocation, logout).
+    pub fn forget_user(&self, user_id: &str, client_id: Option<&str>, session_id: Option<&str>) {
+        let (user, client, session): (Arc<str>, Option<Arc<str>>, Option<Arc<str>>) = (
+            Arc::from(user_id),
+            client_id.map(Arc::from),
+            session_id.map(Arc::from),
+        );
+        // Only fails when closures are not enabled, which `new` does.
+        let _ = self.cache.invalidate_entries_if(move |k, _| {
+            k.user_id == user
+                && client.as_ref().is_none_or(|c| k.client_id == *c)
+                && session.as_ref().is_none_or(|s| k.session_id == *s)
+        });
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Drops the tokens of one library (a reload changed or removed it),
     /// and every remembered refusal (the reload may have fixed the secret).
     /// A mint still in flight under the old settings lands under its old
@@ -574,6 +596,9 @@ async fn mint_call(target: &MintTarget, key: &TokenKey) -> Result<TokenResponse,
     if !key.client_id.is_empty() {
         q.push("client_id", &key.client_id);
     }
+    if !key.session_id.is_empty() {
+        q.push("session_id", &key.session_id);
+    }
     q.push("period", &key.period_secs.to_string());
     if !key.grant.is_empty() {
         q.push("grant", &key.grant);
@@ -623,14 +648,15 @@ pub fn read_mint_answer(status: StatusCode, bytes: &[u8]) -> Result<TokenRespons
     }
 }
 
-struct QueryBuilder(String);
+/// Token-API query pairs (also the delete call's).
+pub(super) struct QueryBuilder(String);
 
-fn form_urlencoded_pairs() -> QueryBuilder {
+pub(super) fn form_urlencoded_pairs() -> QueryBuilder {
     QueryBuilder(String::with_capacity(256))
 }
 
 impl QueryBuilder {
-    fn push(&mut self, k: &str, v: &str) {
+    pub(super) fn push(&mut self, k: &str, v: &str) {
         if !self.0.is_empty() {
             self.0.push('&');
         }
@@ -639,7 +665,7 @@ impl QueryBuilder {
         self.0
             .extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
     }
-    fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         self.0
     }
 }
@@ -663,6 +689,7 @@ mod tests {
             spaces: Arc::from(""),
             user_id: Arc::from(user),
             client_id: Arc::from(device),
+            session_id: Arc::from(""),
             grant: Arc::from(""),
             period_secs: 60,
             target: 0,
