@@ -69,7 +69,7 @@ pub mod test_support;
 #[cfg(test)]
 mod redis_tests;
 
-pub use list::{spawn_pruner, RevocationList, DEFAULT_MAX_REVOCATIONS, PRUNE_INTERVAL};
+pub use list::{spawn_pruner, RevocationList, DEFAULT_MAX_REVOCATIONS, PRUNE_INTERVAL, SHARDS};
 pub use replicator::{
     AppliedFrom, AppliedInfo, OnApplied, RedisState, Replicator, ReplicatorConfig, ReplicatorStats,
     StartError, BACKOFF_INITIAL, BACKOFF_MAX, CHANNEL, COMMAND_TIMEOUT, CONNECT_TIMEOUT,
