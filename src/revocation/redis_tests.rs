@@ -245,6 +245,14 @@ async fn expired_and_unusable_entries_are_not_loaded() {
         ),
         (format!("{KEY_PREFIX}garbage"), "not json".to_owned()),
         (
+            format!("{KEY_PREFIX}big"),
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(3 * MAX_MESSAGE_BYTES)),
+        ),
+        (
+            format!("{KEY_PREFIX}{}", "k".repeat(MAX_ID_BYTES + 1)),
+            "{}".to_owned(),
+        ),
+        (
             format!("{KEY_PREFIX}mismatch"),
             serde_json::to_string(&wrong_key).unwrap(),
         ),
@@ -262,7 +270,11 @@ async fn expired_and_unusable_entries_are_not_loaded() {
     assert_eq!(a.list.len(), 1);
     assert!(!a.list.contains(&expired.id));
     assert!(!a.list.is_revoked("u-old", None, None, None, unix_now()));
-    assert_eq!(a.rep.stats().refused, 2, "garbage and mismatch");
+    assert_eq!(
+        a.rep.stats().refused,
+        4,
+        "garbage, mismatch, oversized value, overlong key"
+    );
 
     // Garbage on the channel is counted and ignored; the replica goes on.
     let before = a.rep.stats().received;
@@ -273,7 +285,7 @@ async fn expired_and_unusable_entries_are_not_loaded() {
         .await
         .unwrap();
     wait_until(&a.rep, "garbage read", |r| r.stats().received > before).await;
-    assert_eq!(a.rep.stats().refused, 3);
+    assert_eq!(a.rep.stats().refused, 5);
     assert!(matches!(a.rep.state(), RedisState::Connected { .. }));
 
     // An entry that expires while queued is not written.

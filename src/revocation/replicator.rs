@@ -8,9 +8,10 @@
 //!   then expires entries itself: no replica has to prune the store, no
 //!   clean-up has to be coordinated, a write is one idempotent command, and
 //!   it works on any Redis from 2.x on (managed ones included). The cost is
-//!   that a reload walks the keyspace with `SCAN MATCH` (then `MGET`s each
-//!   page), which is fine for a store of at most tens of thousands of small
-//!   keys read only at (re)connect.
+//!   that a reload walks the keyspace with `SCAN MATCH` and reads each page
+//!   with pipelined `GETRANGE` (so no value larger than
+//!   [`MAX_MESSAGE_BYTES`] is read whole), which is fine for a store of at
+//!   most tens of thousands of small keys read only at (re)connect.
 //! - The channel `smh-gateway:revocations` carries
 //!   `{"published_at_ms": <u64>, "revocation": {...}}`; the publish time
 //!   gives the lag between a write on one replica and its application on
@@ -21,14 +22,14 @@
 //! [`Replicator::start`] spawns one tokio task that owns two connections:
 //! a RESP2 pub/sub connection (`SUBSCRIBE`, plus a `PING` every
 //! [`PING_INTERVAL`] so a silent network failure is noticed) and a
-//! multiplexed command connection (`SCAN`, `MGET`, `SETEX`, `PUBLISH`),
+//! multiplexed command connection (`SCAN`, `GETRANGE`, `SETEX`, `PUBLISH`),
 //! both with connect and response timeouts. Any failure on either drops
 //! both and reconnects with capped, jittered exponential back-off. The
 //! request path never touches this task: it reads the
 //! [`RevocationList`], and [`Replicator::publish`] only pushes onto a
 //! bounded queue and wakes the task.
 
-use super::{unix_now, unix_now_ms, Revocation, RevocationError, RevocationList};
+use super::{unix_now, unix_now_ms, Revocation, RevocationError, RevocationList, MAX_ID_BYTES};
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
@@ -74,7 +75,8 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// (plus jitter below it), while a Redis that stays away costs one attempt
 /// per replica every few seconds.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Keys asked for per `SCAN` step and values per `MGET` during a reload.
+/// Keys asked for per `SCAN` step (and values read per pipeline) during a
+/// reload.
 const SCAN_COUNT: usize = 1000;
 /// Entries written per pipeline when flushing or repairing.
 const WRITE_BATCH: usize = 100;
@@ -624,25 +626,33 @@ async fn reload(
                 .query_async(conn),
         )
         .await?;
+        // A key longer than any we write is not ours (nor is it read).
+        let (keys, odd): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .partition(|k| k.len() <= KEY_PREFIX.len() + MAX_ID_BYTES);
+        for key in &odd {
+            refuse_stored(shared, key);
+        }
         if !keys.is_empty() {
-            let values: Vec<Option<Vec<u8>>> = within(
-                COMMAND_TIMEOUT,
-                redis::cmd("MGET").arg(&keys).query_async(conn),
-            )
-            .await?;
+            // GETRANGE rather than MGET: at most MAX_MESSAGE_BYTES + 1 bytes
+            // of each value cross the wire, whatever the store holds.
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(MAX_MESSAGE_BYTES);
+            }
+            let values: Vec<Vec<u8>> = within(COMMAND_TIMEOUT, pipe.query_async(conn)).await?;
             let mut batch = Vec::with_capacity(keys.len());
             for (key, value) in keys.iter().zip(values) {
-                // Gone between SCAN and MGET: expired or deleted.
-                let Some(value) = value else { continue };
+                // Empty: gone between SCAN and GETRANGE (expired, deleted).
+                if value.is_empty() {
+                    continue;
+                }
                 match parse_stored(key, &value) {
                     Some(rev) => {
                         missing.remove(rev.id.as_str());
                         batch.push(rev);
                     }
-                    None => {
-                        shared.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(key = %key.escape_debug(), "unusable revocation in Redis ignored");
-                    }
+                    None => refuse_stored(shared, key),
                 }
             }
             let now = unix_now();
@@ -664,6 +674,12 @@ async fn reload(
         }
         cursor = next;
     }
+}
+
+fn refuse_stored(shared: &Shared, key: &str) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let shown: String = key.chars().take(KEY_PREFIX.len() + MAX_ID_BYTES).collect();
+    tracing::warn!(key = %shown.escape_debug(), "unusable revocation in Redis ignored");
 }
 
 fn parse_stored(key: &str, value: &[u8]) -> Option<Revocation> {
