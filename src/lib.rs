@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod policy;
 pub mod request_id;
+pub mod revocation;
 pub mod secret;
 pub mod server;
 pub mod session;
