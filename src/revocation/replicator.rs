@@ -741,7 +741,11 @@ fn applied(
         Err(e) => {
             // Logged for the first and then every 1000th: a full list
             // during a reload would otherwise log every entry.
-            if shared.refused.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            if shared
+                .refused
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
                 tracing::error!(revocation = %rev.id.escape_debug(), error = %e,
                     "revocation from Redis not applied on this replica");
             }
