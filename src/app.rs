@@ -519,7 +519,15 @@ pub async fn start(
         metrics.clone(),
     );
     let (built, _) = build_active(cfg, 1, &metrics, None).await?;
-    let gateway = Arc::new(Gateway::new(built.active, tokens, metrics.clone(), audit));
+    let revocations = Arc::new(crate::revocation::RevocationList::new());
+    crate::revocation::spawn_pruner(&revocations, crate::revocation::PRUNE_INTERVAL);
+    let gateway = Arc::new(Gateway::new(
+        built.active,
+        tokens,
+        revocations,
+        metrics.clone(),
+        audit,
+    ));
     let reloader = Arc::new(Reloader {
         source,
         gateway: gateway.clone(),

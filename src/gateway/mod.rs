@@ -50,6 +50,7 @@ use crate::error::GatewayError;
 use crate::metrics::{LibraryMetrics, Metrics};
 use crate::policy::{Operation, Policy};
 use crate::request_id::{RequestId, REQUEST_ID};
+use crate::revocation::RevocationList;
 use crate::server::ConnInfo;
 use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
 use crate::smh::token::{MintError, MintTarget, TokenKey, TokenMemo, TokenOutcome, TokenService};
@@ -95,15 +96,25 @@ pub struct Active {
 pub struct Gateway {
     active: arc_swap::ArcSwap<Active>,
     pub tokens: TokenService,
+    /// Revoked sessions, consulted after every session check (a local
+    /// lookup; one atomic load while nothing is revoked).
+    pub revocations: Arc<RevocationList>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
 }
 
 impl Gateway {
-    pub fn new(active: Active, tokens: TokenService, metrics: Arc<Metrics>, audit: Audit) -> Self {
+    pub fn new(
+        active: Active,
+        tokens: TokenService,
+        revocations: Arc<RevocationList>,
+        metrics: Arc<Metrics>,
+        audit: Audit,
+    ) -> Self {
         Self {
             active: arc_swap::ArcSwap::from_pointee(active),
             tokens,
+            revocations,
             metrics,
             audit,
         }
@@ -166,6 +177,19 @@ impl Gateway {
             .await;
         self.count_session(&authenticated);
         let session = authenticated?.0;
+        // Checked for every request, whether the session came from the
+        // cache, the connection's memo or a fresh validation.
+        if !self.revocations.is_empty()
+            && self.revocations.is_revoked(
+                &session.user_id,
+                session.client_id_verified.then_some(&*session.client_id),
+                (!session.session_id.is_empty()).then_some(&*session.session_id),
+                session.issued_at,
+                crate::revocation::unix_now(),
+            )
+        {
+            return Err(active.sessions.revoked());
+        }
         {
             let mut l = lock(log);
             l.user_id = Some(session.user_id.clone());

@@ -426,6 +426,12 @@ impl SessionValidator {
         Ok(s)
     }
 
+    /// The answer to a session that was revoked, shaped like any invalid
+    /// session (SDKs then refresh and the business issues a new one).
+    pub fn revoked(&self) -> GatewayError {
+        self.shape(GatewayError::InvalidSession("session revoked".into()))
+    }
+
     fn shape(&self, e: GatewayError) -> GatewayError {
         if !self.smh_compatible_errors {
             return e;
