@@ -175,12 +175,12 @@ async fn run_page(
         .unwrap();
     let _browser = KillOnDrop(child);
     let mut report = None;
-    for _ in 0..600 {
+    for _ in 0..3000 {
         if let Some(r) = result.lock().unwrap().take() {
             report = Some(r);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     serde_json::from_str(&report.expect("the page reported back within 60 s")).unwrap()
 }

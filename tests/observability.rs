@@ -548,7 +548,23 @@ async fn admin_api_needs_the_token_and_sighup_reloads_the_certificate() {
         .args(["-HUP", &gw.child.id().to_string()])
         .status()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The refused reload is counted: wait for that, not for a guess.
+    let admin = gw.admin_url("");
+    let mut refused = false;
+    for _ in 0..500 {
+        let n = common::scrape_sample(
+            &admin,
+            "smh_gateway_config_reloads_total",
+            &[("result", "failed")],
+        )
+        .await;
+        if n >= 1.0 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the broken certificate's reload is refused");
     assert!(
         only_new.get(&url).send().await.is_ok(),
         "last good certificate kept"

@@ -50,22 +50,22 @@ async fn readiness_follows_the_session_keys_when_asked_to() {
     // replica ready. Bounded wait on that event.
     up.store(true, Ordering::Release);
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if readyz(&h).await.0 == 200 {
             ready = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready, "ready once the JWKS fetch succeeded");
     up.store(false, Ordering::Release);
     let mut unready = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if readyz(&h).await.0 == 503 {
             unready = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(unready, "unready again when a refresh fails");
 }
