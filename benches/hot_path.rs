@@ -21,7 +21,31 @@ use smh_gateway::session::{SessionMemo, SessionValidator};
 use smh_gateway::smh::token::{MintTarget, TokenKey, TokenMemo, TokenService};
 use smh_gateway::upstream::Upstream;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+/// The PyJWT vectors, signed now (the gateway bounds `exp - iat`, so
+/// checked-in tokens would expire) into a folder of this run's own.
+fn fixtures() -> String {
+    let dir = std::env::temp_dir().join(format!("smh-bench-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt/generate.py"
+        ))
+        .env("JWT_FIXTURES_OUT", &dir)
+        .env("JWT_FIXTURES_IAT", (now - 60).to_string())
+        .output()
+        .expect("python3 with PyJWT and cryptography (scripts/test installs them)");
+    assert!(
+        out.status.success(),
+        "generate.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.display().to_string()
+}
 
 fn route_and_rewrite(c: &mut Criterion) {
     let path = "/api/v1/file/smh1a2b3c4d/-/photos%2F2026%2Fsummer%2FIMG_0042.jpg";
@@ -133,22 +157,23 @@ fn sessions(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let fixtures = fixtures();
     let vectors: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/vectors.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/vectors.json")).unwrap())
             .unwrap();
     let toml = format!(
         r#"
 [[library]]
 id = "lib"
-secret_file = "{FIXTURES}/hs-secret.txt"
+secret_file = "{fixtures}/hs-secret.txt"
 [[role]]
 name = "editor"
 [session]
 client_claim = "cid"
 [session.jwt]
 algorithms = ["HS256", "RS256", "PS256", "ES256", "ES384", "EdDSA"]
-hmac_secret_file = "{FIXTURES}/hs-secret.txt"
-jwks_file = "{FIXTURES}/jwks.json"
+hmac_secret_file = "{fixtures}/hs-secret.txt"
+jwks_file = "{fixtures}/jwks.json"
 issuer = "https://login.example.test"
 audience = "smh-gateway"
 "#

@@ -11,6 +11,7 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.examp
 const LIBRARY_SECRET: &str = "lib-secret-value-that-must-not-leak";
 const SESSION_SECRET: &str = "session-secret-value-that-must-not-leak";
 const ADMIN_TOKEN: &str = "admin-token-value-that-must-not-leak";
+const REDIS_PASSWORD: &str = "redis-password-that-must-not-leak";
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("smh-config-test-{name}-{}", std::process::id()));
@@ -37,6 +38,7 @@ fn check_config(file: &Path, env: &[(&str, &str)]) -> Output {
     cmd.env_remove("SMH_LIBRARY_SECRET")
         .env_remove("SMH_GATEWAY_SESSION_SECRET")
         .env_remove("SMH_GATEWAY_ADMIN_TOKEN")
+        .env_remove("SMH_GATEWAY_REDIS_URL")
         .env_remove("SMH_GATEWAY_TLS_DIR");
     for (k, v) in env {
         cmd.env(k, v);
@@ -50,6 +52,10 @@ fn full_env(tls: &Path) -> Vec<(&'static str, String)> {
         ("SMH_GATEWAY_SESSION_SECRET", SESSION_SECRET.to_string()),
         ("SMH_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
         ("SMH_GATEWAY_TLS_DIR", tls.display().to_string()),
+        (
+            "SMH_GATEWAY_REDIS_URL",
+            format!("redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0"),
+        ),
     ]
 }
 
@@ -72,7 +78,12 @@ fn shipped_example_is_accepted_and_summary_is_redacted() {
         stdout.contains("secret = ${SMH_LIBRARY_SECRET} (from environment)"),
         "{stdout}"
     );
-    for secret in [LIBRARY_SECRET, SESSION_SECRET, ADMIN_TOKEN] {
+    assert!(
+        stdout.contains("revocation: shared through Redis (revocation.redis_url = ${SMH_GATEWAY_REDIS_URL} (from environment))"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("max session lifetime 604800s"), "{stdout}");
+    for secret in [LIBRARY_SECRET, SESSION_SECRET, ADMIN_TOKEN, REDIS_PASSWORD] {
         assert!(
             !stdout.contains(secret) && !stderr.contains(secret),
             "secret leaked"
@@ -203,6 +214,67 @@ fn literal_secrets_and_missing_secrets_are_refused() {
         e[0].starts_with("t.toml:3:15:") && e[0].contains("does not exist"),
         "{e:?}"
     );
+}
+
+#[test]
+fn revocation_settings_are_checked_and_never_show_a_password() {
+    let lib = "[[library]]\nid = \"lib1\"\nsecret_file = \"{FIXTURE_SECRET}\"\n";
+    // Accepted: no Redis, a literal URL without a password, TLS.
+    for ok in [
+        "",
+        "[revocation]\n",
+        "[revocation]\nredis_url = \"redis://10.0.0.5:6379/2\"\nreplica_id = \"gw-1\"\n",
+        "[revocation]\nredis_url = \"rediss://redis.internal:6380\"\n",
+    ] {
+        let e = errors(&format!("{lib}{ok}"));
+        assert!(e.is_empty(), "{ok:?}: {e:?}");
+    }
+    let e = errors(&format!(
+        "{lib}[revocation]\nredis_url = \"redis://:hunter2@10.0.0.5:6379\"\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:5:13:"), "{e:?}");
+    assert!(e[0].contains("carries a password"), "{e:?}");
+    assert!(!e[0].contains("hunter2"), "the password is echoed: {e:?}");
+    for (bad, says) in [
+        (
+            "redis_url = \"http://10.0.0.5\"",
+            "must start with redis://",
+        ),
+        ("redis_url = \"redis://\"", "is not a Redis URL"),
+        (
+            "redis_ca_file = \"{FIXTURE_SECRET}\"",
+            "needs revocation.redis_url",
+        ),
+        (
+            "redis_url = \"redis://h:1\"\nreplica_id = \"two words\"",
+            "replica_id",
+        ),
+        (
+            "redis_url = \"redis://h:1\"\nredis_url_file = \"{FIXTURE_SECRET}\"",
+            "not both",
+        ),
+        (
+            "redis_url = \"redis://h:1\"\nredis_ca_file = \"{FIXTURE_SECRET}\"",
+            "certificate",
+        ),
+        ("redis = \"redis://h:1\"", "unknown field `redis`"),
+    ] {
+        let e = errors(&format!("{lib}[revocation]\n{bad}\n"));
+        assert!(e.iter().any(|m| m.contains(says)), "{bad:?}: {e:?}");
+    }
+    for (lifetime, ok) in [
+        ("0", false),
+        ("1", true),
+        ("7776000", true),
+        ("7776001", false),
+    ] {
+        let e = errors(&format!("{lib}[session]\nmax_lifetime_secs = {lifetime}\n"));
+        assert_eq!(e.is_empty(), ok, "{lifetime}: {e:?}");
+        if !ok {
+            assert!(e[0].contains("session.max_lifetime_secs"), "{e:?}");
+        }
+    }
 }
 
 #[test]
