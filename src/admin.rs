@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
+use crate::revoke::{RevokeError, RevokeReport};
 use crate::secret::Secret;
 use crate::server::Shutdown;
 
@@ -60,7 +61,35 @@ pub trait Control: Send + Sync + 'static {
     fn upstreams_reachable(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// Whether the session keys are current (JWKS fetched).
     fn session_keys_current(&self) -> Result<(), String>;
+    /// `POST /admin/v1/revoke`.
+    fn revoke(
+        &self,
+        req: AdminRevoke,
+    ) -> impl Future<Output = Result<RevokeReport, RevokeError>> + Send;
+    /// `GET /admin/v1/revocations`: the Redis link and the revocations in force.
+    fn revocations(&self) -> serde_json::Value;
+    /// Whether revocations reach this replica from the others (Redis in
+    /// sync, or no Redis configured); shown by `/readyz`, never failing it.
+    fn revocation_store(&self) -> Result<(), String>;
+    /// Copies revocation figures into the metrics before a scrape.
+    fn refresh_revocation_metrics(&self);
 }
+
+/// The body of `POST /admin/v1/revoke`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRevoke {
+    pub user_id: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An admin request body is a small JSON object.
+const MAX_ADMIN_BODY_BYTES: usize = 16 * 1024;
 
 /// What `/readyz` checks besides start-up having finished.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,7 +184,8 @@ pub async fn serve<C: Control>(
 async fn route<C: Control>(req: Request<Incoming>, state: &AdminState<C>) -> Response<Body> {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/admin/v1/") {
-        return admin_api(&req, rest, state).await;
+        let rest = rest.to_string();
+        return admin_api(req, &rest, state).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -194,7 +224,12 @@ async fn readyz<C: Control>(state: &AdminState<C>) -> Response<Body> {
             return text(StatusCode::SERVICE_UNAVAILABLE, &format!("upstream: {e}\n"));
         }
     }
-    text(StatusCode::OK, "ready\n")
+    // Redis trouble never fails readiness: every replica would go out of
+    // the load balancer at once, for a fault that does not stop serving.
+    match control.revocation_store() {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(e) => text(StatusCode::OK, &format!("ready (revocations: {e})\n")),
+    }
 }
 
 /// The control's probe, its result reused for [`UPSTREAM_CHECK_TTL`].
@@ -219,12 +254,13 @@ async fn refresh_sampled_gauges<C: Control>(state: &AdminState<C>) {
             .metrics
             .session_cache_entries
             .set(control.session_cache_entries() as i64);
+        control.refresh_revocation_metrics();
     }
 }
 
 /// `/admin/v1/*`: disabled without a configured token; constant-time check.
 async fn admin_api<C: Control>(
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     rest: &str,
     state: &AdminState<C>,
 ) -> Response<Body> {
@@ -281,11 +317,41 @@ async fn admin_api<C: Control>(
                 &serde_json::json!({"reloaded": false, "error": e}),
             ),
         },
-        (_, "status" | "tokens/flush" | "reload") => {
+        (&Method::POST, "revoke") => {
+            let body = match read_json::<AdminRevoke>(req).await {
+                Ok(b) => b,
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+            };
+            match control.revoke(body).await {
+                Ok(report) => body::json_response(StatusCode::OK, &report),
+                Err(RevokeError::Invalid(e)) => json_error(StatusCode::BAD_REQUEST, &e),
+                Err(RevokeError::Full(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+            }
+        }
+        (&Method::GET, "revocations") => {
+            body::json_response(StatusCode::OK, &control.revocations())
+        }
+        (_, "status" | "tokens/flush" | "reload" | "revoke" | "revocations") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "no such admin route\n"),
     }
+}
+
+/// Reads a JSON body of at most [`MAX_ADMIN_BODY_BYTES`], refusing
+/// unknown fields (a typo must not silently widen a revocation).
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| format!("the body must be JSON of at most {MAX_ADMIN_BODY_BYTES} bytes"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Response<Body> {
+    body::json_response(status, &serde_json::json!({"error": msg}))
 }
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {

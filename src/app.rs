@@ -13,13 +13,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::sync::Semaphore;
 
-use crate::admin::{self, AdminState, Control, Readiness, ReloadReport};
+use crate::admin::{self, AdminRevoke, AdminState, Control, Readiness, ReloadReport};
 use crate::audit::Audit;
-use crate::config::{Environment, FixedAtStart, LibrarySettings, Settings, UpstreamConfig};
+use crate::config::{
+    Environment, FixedAtStart, LibrarySettings, RevocationSettings, Settings, UpstreamConfig,
+};
 use crate::gateway::cors::Cors;
 use crate::gateway::{Active, Gateway, Library};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::revocation::{OnApplied, Replicator, ReplicatorConfig, RevocationList};
+use crate::revoke::{RevokeError, RevokeReport, RevokeRequest, Revoker};
 use crate::server::{self, ConnInfo, ConnObserver, Shutdown};
 use crate::session::SessionValidator;
 use crate::smh::token::{MintTarget, TokenService};
@@ -463,6 +467,98 @@ impl Control for AppControl {
     fn session_keys_current(&self) -> Result<(), String> {
         self.gateway.active().sessions.keys_current()
     }
+
+    async fn revoke(&self, req: AdminRevoke) -> Result<RevokeReport, RevokeError> {
+        let lifetime = self.gateway.active().sessions.revocation_lifetime();
+        self.gateway
+            .revoker
+            .revoke(RevokeRequest {
+                user_id: req.user_id,
+                client_id: req.client_id,
+                session_id: req.session_id,
+                reason: req.reason,
+                requested_by: "admin".into(),
+                lifetime,
+            })
+            .await
+    }
+
+    fn revocations(&self) -> serde_json::Value {
+        let r = &self.gateway.revoker;
+        serde_json::json!({
+            "redis": r.redis_status(),
+            "revocations": r.active(),
+        })
+    }
+
+    fn revocation_store(&self) -> Result<(), String> {
+        use crate::revocation::RedisState;
+        match self.gateway.revoker.redis_state() {
+            RedisState::Disabled | RedisState::Connected { .. } => Ok(()),
+            RedisState::Connecting { since } => Err(format!(
+                "redis not reached yet (since {since}); revocations made on other replicas before this one started may be unknown here"
+            )),
+            RedisState::Degraded { since } => Err(format!(
+                "redis unreachable since {since}; serving on the local list, revocations made here are queued"
+            )),
+        }
+    }
+
+    fn refresh_revocation_metrics(&self) {
+        self.gateway.revoker.refresh_metrics();
+    }
+}
+
+/// The revocation list (pruned in the background) and, with a Redis URL,
+/// the replicator that shares it; revocations received from other replicas
+/// drop this replica's cached tokens of their scope.
+fn start_revocation(
+    cfg: &RevocationSettings,
+    tokens: &TokenService,
+    metrics: &Arc<Metrics>,
+    audit: &Audit,
+) -> anyhow::Result<Revoker> {
+    let list = Arc::new(RevocationList::new());
+    crate::revocation::spawn_pruner(&list, crate::revocation::PRUNE_INTERVAL);
+    let replica_id = cfg.replica_id.clone().unwrap_or_else(default_replica_id);
+    let replicator = match &cfg.redis {
+        None => None,
+        Some(redis) => {
+            let mut rc = ReplicatorConfig::new(redis.url.expose(), replica_id.clone());
+            rc.root_ca_pem = cfg.redis_ca_pem.clone();
+            let (tokens, m) = (tokens.clone(), metrics.clone());
+            let on_applied: OnApplied =
+                Arc::new(move |rev, info| Revoker::applied_from_replica(&tokens, &m, rev, info));
+            let r = Replicator::start(rc, list.clone(), on_applied)?;
+            tracing::info!(replica_id = %replica_id, "revocations shared through Redis");
+            Some(r)
+        }
+    };
+    if replicator.is_none() {
+        tracing::info!("revocations are local to this process (no revocation.redis_url)");
+    }
+    let revoker = Revoker::new(
+        list,
+        replicator,
+        tokens.clone(),
+        replica_id,
+        metrics.clone(),
+        audit.clone(),
+        (crate::revoke::RETRY_INITIAL, crate::revoke::RETRY_MAX),
+    );
+    revoker.refresh_metrics();
+    Ok(revoker)
+}
+
+/// This host's name and 8 random hex digits: unique per process, and
+/// readable in the `origin` of what it revokes (a pod name on Kubernetes).
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.len() <= 200 && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "gateway".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 /// Starts the admin listener, builds everything, then starts the client
@@ -518,13 +614,12 @@ pub async fn start(
         Duration::from_secs(t.max_age_secs),
         metrics.clone(),
     );
+    let revoker = start_revocation(&cfg.revocation, &tokens, &metrics, &audit)?;
     let (built, _) = build_active(cfg, 1, &metrics, None).await?;
-    let revocations = Arc::new(crate::revocation::RevocationList::new());
-    crate::revocation::spawn_pruner(&revocations, crate::revocation::PRUNE_INTERVAL);
     let gateway = Arc::new(Gateway::new(
         built.active,
         tokens,
-        revocations,
+        revoker,
         metrics.clone(),
         audit,
     ));

@@ -319,6 +319,8 @@ fn rfc3339(time: SystemTime) -> StackStr {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(AuditRecord),
+    /// A line that is not a request ([`Audit::event`]), already encoded.
+    Event(Box<[u8]>),
     /// Write what came before to the file as it is, then reopen its path.
     Reopen,
     /// Answered once everything queued before it has been written.
@@ -421,6 +423,31 @@ impl Audit {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.metrics.audit_dropped.inc(),
             Err(TrySendError::Closed(_)) => self.metrics.audit_dropped.inc(),
+        }
+    }
+
+    /// Records something other than a request (a revocation, a logout): one
+    /// JSON line `{"time": ..., "event": kind, ...fields}` in the same
+    /// sinks, counted like request records.
+    pub fn event(&self, kind: &'static str, fields: serde_json::Map<String, serde_json::Value>) {
+        let Some(tx) = &self.tx else { return };
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(b"{\"time\":");
+        let _ = serde_json::to_writer(&mut line, rfc3339(SystemTime::now()).as_str());
+        line.extend_from_slice(b",\"event\":");
+        let _ = serde_json::to_writer(&mut line, kind);
+        for (k, v) in &fields {
+            if k == "time" || k == "event" {
+                continue;
+            }
+            line.push(b',');
+            let _ = serde_json::to_writer(&mut line, k);
+            line.push(b':');
+            let _ = serde_json::to_writer(&mut line, v);
+        }
+        line.extend_from_slice(b"}\n");
+        if tx.try_send(Msg::Event(line.into_boxed_slice())).is_err() {
+            self.metrics.audit_dropped.inc();
         }
     }
 
@@ -545,6 +572,11 @@ impl Writer {
                 if self.batch.len() >= SINK_BUFFER_BYTES {
                     self.write_batch();
                 }
+            }
+            Msg::Event(line) => {
+                self.batch.extend_from_slice(&line);
+                self.ends.push(self.batch.len());
+                self.held.store(self.ends.len(), Ordering::Relaxed);
             }
             Msg::Reopen => {
                 self.write_batch();

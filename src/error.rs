@@ -68,6 +68,9 @@ pub enum GatewayError {
     TooManyTokenKeys(usize),
     #[error("the gateway is at its concurrency limit; retry shortly")]
     Overloaded,
+    /// A revocation could not be recorded (the list is full).
+    #[error("the revocation was not recorded: {0}")]
+    RevocationRefused(String),
     #[error("the request took too long")]
     Timeout,
     #[error("internal gateway error")]
@@ -113,7 +116,9 @@ impl GatewayError {
             TokenMintRejected(_) => (StatusCode::BAD_GATEWAY, code::TOKEN_MINT_FAILED),
             UpstreamUnavailable => (StatusCode::BAD_GATEWAY, code::UPSTREAM_UNAVAILABLE),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, code::REQUEST_TIMEOUT),
-            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, code::SERVER_OVERLOADED),
+            Overloaded | RevocationRefused(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, code::SERVER_OVERLOADED)
+            }
             TooManyTokenKeys(_) => (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMIT_EXCEEDED),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, code::REQUEST_TIMEOUT),
             Internal => (

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod request_id;
 pub mod revocation;
+pub mod revoke;
 pub mod secret;
 pub mod server;
 pub mod session;

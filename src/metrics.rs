@@ -365,6 +365,88 @@ pub struct Metrics {
     pub config_reload_failed: IntCounter,
     pub config_last_reload_success: IntGauge,
     pub certificate_not_after: IntGauge,
+    pub revocation: RevocationMetrics,
+}
+
+/// Revocations: applied, their SMH deletes, and the Redis link.
+pub struct RevocationMetrics {
+    /// Made on this replica (admin route or logout).
+    pub applied_local: IntCounter,
+    /// Received from another replica through Redis.
+    pub applied_replica: IntCounter,
+    pub active: IntGauge,
+    /// SMH token deletes by library and result.
+    pub deletions: IntCounterVec,
+    /// SMH deletes not yet confirmed, retried in the background.
+    pub pending_deletions: IntGauge,
+    redis_state: IntGaugeVec,
+    pub redis_lag_seconds: prometheus::Gauge,
+    pub pending_publish: IntGauge,
+}
+
+/// The states `smh_gateway_revocation_redis_state` has a series for.
+pub const REDIS_STATES: &[&str] = &["disabled", "connecting", "connected", "degraded"];
+
+impl RevocationMetrics {
+    fn new(reg: &Registry) -> Self {
+        let applied = counter_vec(
+            reg,
+            "smh_gateway_revocations_total",
+            "Revocations applied on this replica: made here (local) or received from another replica through Redis (replica).",
+            &["source"],
+        );
+        let redis_state = gauge_vec(
+            reg,
+            "smh_gateway_revocation_redis_state",
+            "1 for the current state of the link to the revocation store (disabled: no revocation.redis_url; degraded: Redis unreachable, serving on the local list).",
+            &["state"],
+        );
+        let lag = prometheus::Gauge::new(
+            "smh_gateway_revocation_redis_lag_seconds",
+            "Time from publication on another replica to application here, of the last revocation received.",
+        )
+        .expect("valid metric");
+        reg.register(Box::new(lag.clone()))
+            .expect("registered once");
+        let m = Self {
+            applied_local: applied.with_label_values(&["local"]),
+            applied_replica: applied.with_label_values(&["replica"]),
+            active: gauge(
+                reg,
+                "smh_gateway_revocations_active",
+                "Revocations in force on this replica (they expire after the longest session lifetime).",
+            ),
+            deletions: counter_vec(
+                reg,
+                "smh_gateway_revocation_smh_deletions_total",
+                "Calls that delete a revoked user's tokens at SMH, by library and result (confirmed, refused by SMH, failed after retries).",
+                &["library", "result"],
+            ),
+            pending_deletions: gauge(
+                reg,
+                "smh_gateway_revocation_pending_deletions",
+                "SMH token deletes not confirmed yet, retried in the background until they succeed or the revocation expires.",
+            ),
+            redis_state,
+            redis_lag_seconds: lag,
+            pending_publish: gauge(
+                reg,
+                "smh_gateway_revocation_pending_publish",
+                "Revocations made here that wait for Redis to be shared with the other replicas.",
+            ),
+        };
+        m.set_redis_state("disabled");
+        m
+    }
+
+    /// Sets the state series: 1 for `state`, 0 for the others.
+    pub fn set_redis_state(&self, state: &str) {
+        for s in REDIS_STATES {
+            self.redis_state
+                .with_label_values(&[s])
+                .set(i64::from(*s == state));
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -616,6 +698,7 @@ impl Metrics {
                 "smh_gateway_certificate_not_after_timestamp_seconds",
                 "Unix time the client listener's certificate expires.",
             ),
+            revocation: RevocationMetrics::new(&reg),
             families,
             libraries: RwLock::new(HashMap::new()),
             unknown,

@@ -103,7 +103,7 @@ fn sign_raw(header: &str, claims: &str) -> String {
 }
 
 fn session(claims: serde_json::Value) -> String {
-    let mut c = serde_json::json!({"exp": 4102444800u64});
+    let mut c = serde_json::json!({"iat": smh_gateway::revocation::unix_now(), "exp": smh_gateway::revocation::unix_now() + 3600});
     for (k, v) in claims.as_object().unwrap() {
         c[k] = v.clone();
     }
@@ -963,19 +963,23 @@ async fn smh_cors_headers_never_reach_the_client() {
 // 5. JWT strictness.
 
 #[tokio::test]
-async fn a_session_that_never_expires_does_not_crash_the_gateway() {
+async fn a_session_that_never_expires_is_refused_without_crashing_the_gateway() {
     let s = suite().await;
     let lib = s.lib();
     let path = format!("/api/v1/directory/{lib}/alice/?by-marker");
+    // Its lifetime is over session.max_lifetime_secs (a revocation could
+    // not outlive it); the arithmetic on u64::MAX must not overflow either.
+    let now = smh_gateway::revocation::unix_now();
     let forever = sign_raw(
         r#"{"alg":"HS256"}"#,
-        r#"{"sub":"alice","roles":["own"],"exp":18446744073709551615}"#,
+        &format!(r#"{{"sub":"alice","roles":["own"],"iat":{now},"exp":18446744073709551615}}"#),
     );
     for _ in 0..2 {
         let r = s
             .raw("GET", &path, &[("authorization", &bearer(&forever))], b"")
             .await;
-        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("max_lifetime_secs"), "{}", r.body);
     }
 }
 
@@ -984,7 +988,10 @@ async fn jwts_with_crit_or_duplicate_claims_are_refused() {
     let s = suite().await;
     let lib = s.lib();
     let path = format!("/api/v1/directory/{lib}/bob/?by-marker");
-    let claims_bob = r#"{"sub":"bob","roles":["own"],"exp":4102444800}"#;
+    // iat and exp in the last position, where duplicates below go.
+    let now = smh_gateway::revocation::unix_now();
+    let times = format!(r#""iat":{now},"exp":{}"#, now + 3600);
+    let claims_bob = &format!(r#"{{"sub":"bob","roles":["own"],{times}}}"#);
     let ok = sign_raw(r#"{"alg":"HS256"}"#, claims_bob);
     let r = s
         .raw("GET", &path, &[("authorization", &bearer(&ok))], b"")
@@ -999,15 +1006,15 @@ async fn jwts_with_crit_or_duplicate_claims_are_refused() {
         sign_raw(r#"{"alg":"HS256","alg":"HS256"}"#, claims_bob),
         sign_raw(
             r#"{"alg":"HS256"}"#,
-            r#"{"sub":"alice","sub":"bob","roles":["own"],"exp":4102444800}"#,
+            &format!(r#"{{"sub":"alice","sub":"bob","roles":["own"],{times}}}"#),
         ),
         sign_raw(
             r#"{"alg":"HS256"}"#,
-            r#"{"sub":"bob","roles":["own"],"roles":["root"],"exp":4102444800}"#,
+            &format!(r#"{{"sub":"bob","roles":["own"],"roles":["root"],{times}}}"#),
         ),
         sign_raw(
             r#"{"alg":"HS256"}"#,
-            r#"{"sub":"bob","roles":["own"],"exp":1,"exp":4102444800}"#,
+            &format!(r#"{{"sub":"bob","roles":["own"],"exp":1,{times}}}"#),
         ),
     ] {
         s.refused(

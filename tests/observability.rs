@@ -719,7 +719,7 @@ async fn jwks_refreshes_are_counted_with_the_time_of_the_last_success() {
     .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("not-published".into());
-    let claims = serde_json::json!({"sub": "alice", "exp": 4102444800u64});
+    let claims = serde_json::json!({"sub": "alice", "iat": smh_gateway::revocation::unix_now(), "exp": smh_gateway::revocation::unix_now() + 3600});
     let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
     let lib = h.lib().to_string();
     let r = h

@@ -47,7 +47,7 @@ async fn multi_tenant() -> Harness {
 }
 
 fn session(h: &Harness, user: &str, roles: &[&str], extra: serde_json::Value) -> String {
-    let mut claims = serde_json::json!({"sub": user, "roles": roles, "exp": 4102444800u64});
+    let mut claims = serde_json::json!({"sub": user, "roles": roles, "iat": smh_gateway::revocation::unix_now(), "exp": smh_gateway::revocation::unix_now() + 3600});
     for (k, v) in extra.as_object().unwrap() {
         claims[k] = v.clone();
     }

@@ -11,7 +11,35 @@ use std::sync::Arc;
 use common::{error_code, Harness, TestServer};
 use smh_gateway::emulator::EmulatorConfig;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+/// The PyJWT vectors, generated for this run (their `iat` is now, so
+/// their lifetime fits `session.max_lifetime_secs`) into a folder of the
+/// test's own.
+fn fixtures() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("smh-jwt-vectors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt/generate.py"
+        );
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .env("JWT_FIXTURES_OUT", &dir)
+            .env(
+                "JWT_FIXTURES_IAT",
+                (smh_gateway::revocation::unix_now() - 60).to_string(),
+            )
+            .output()
+            .expect("python3 runs (scripts/test installs it with PyJWT and cryptography)");
+        assert!(
+            out.status.success(),
+            "generate.py failed (scripts/test installs PyJWT and cryptography): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.display().to_string()
+    })
+}
 
 #[derive(serde::Deserialize)]
 struct Vectors {
@@ -42,7 +70,7 @@ impl Vectors {
 }
 
 fn vectors() -> Vectors {
-    serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/vectors.json")).unwrap())
+    serde_json::from_str(&std::fs::read_to_string(format!("{}/vectors.json", fixtures())).unwrap())
         .unwrap()
 }
 
@@ -58,19 +86,21 @@ client_claim = "cid"
 {extra}
 [session.jwt]
 algorithms = {ALL_ALGORITHMS}
-hmac_secret_file = "{FIXTURES}/hs-secret.txt"
+hmac_secret_file = "{dir}/hs-secret.txt"
 issuer = "{iss}"
 audience = "{aud}"
 {keys}
 "#,
         iss = v.issuer,
         aud = v.audience,
+        dir = fixtures(),
     )
 }
 
 fn pem_keys() -> String {
     format!(
-        r#"public_key_files = ["{FIXTURES}/rsa-public.pem", "{FIXTURES}/ec256-public.pem", "{FIXTURES}/ec384-public.pem", "{FIXTURES}/ed25519-public.pem"]"#
+        r#"public_key_files = ["{d}/rsa-public.pem", "{d}/ec256-public.pem", "{d}/ec384-public.pem", "{d}/ed25519-public.pem"]"#,
+        d = fixtures()
     )
 }
 
@@ -112,7 +142,7 @@ async fn pyjwt_vectors_validate_for_every_algorithm_and_attacks_are_refused() {
     let with_pem = gateway(session_toml(&v, &pem_keys(), "")).await;
     let with_jwks = gateway(session_toml(
         &v,
-        &format!(r#"jwks_file = "{FIXTURES}/jwks.json""#),
+        &format!(r#"jwks_file = "{}/jwks.json""#, fixtures()),
         "",
     ))
     .await;
@@ -165,7 +195,7 @@ async fn pyjwt_vectors_validate_for_every_algorithm_and_attacks_are_refused() {
 #[tokio::test]
 async fn inline_jwk_set_validates_by_kid() {
     let v = vectors();
-    let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+    let jwks = std::fs::read_to_string(format!("{}/jwks.json", fixtures())).unwrap();
     let h = gateway(session_toml(&v, &format!("jwks = '''{jwks}'''"), "")).await;
     let token = |name: &str| v.token(name);
     for name in ["rs256_valid", "es384_valid", "eddsa_valid"] {
@@ -325,8 +355,8 @@ const IDP_ROTATED: u8 = 1;
 const IDP_DOWN: u8 = 2;
 
 async fn idp() -> Idp {
-    let original = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
-    let rotated = std::fs::read_to_string(format!("{FIXTURES}/jwks-rotated.json")).unwrap();
+    let original = std::fs::read_to_string(format!("{}/jwks.json", fixtures())).unwrap();
+    let rotated = std::fs::read_to_string(format!("{}/jwks-rotated.json", fixtures())).unwrap();
     let doc = Arc::new(AtomicU8::new(IDP_ORIGINAL));
     let fetches = Arc::new(AtomicU64::new(0));
     let (d, f) = (doc.clone(), fetches.clone());
@@ -357,12 +387,12 @@ fn jwks_keys(idp: &Idp, min_refetch_secs: u64) -> String {
 
 fn sign_rs256(private_pem: &str, kid: &str, sub: &str, v: &Vectors) -> String {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-        &std::fs::read(format!("{FIXTURES}/{private_pem}")).unwrap(),
+        &std::fs::read(format!("{}/{private_pem}", fixtures())).unwrap(),
     )
     .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(kid.to_string());
-    let claims = serde_json::json!({"sub": sub, "iss": v.issuer, "aud": v.audience, "exp": 4102444800u64, "roles": ["viewer"]});
+    let claims = serde_json::json!({"sub": sub, "iss": v.issuer, "aud": v.audience, "iat": smh_gateway::revocation::unix_now(), "exp": smh_gateway::revocation::unix_now() + 3600, "roles": ["viewer"]});
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 

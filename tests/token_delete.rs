@@ -179,7 +179,7 @@ async fn the_gateway_mints_tokens_naming_the_session() {
         .as_secs();
     let jwt = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "yan", "sid": "sess-42", "roles": ["viewer"], "exp": now + 600}),
+        &serde_json::json!({"sub": "yan", "sid": "sess-42", "roles": ["viewer"], "iat": now, "exp": now + 600}),
         &jsonwebtoken::EncodingKey::from_secret(h.env.session_secret.as_bytes()),
     )
     .unwrap();

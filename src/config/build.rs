@@ -17,7 +17,8 @@ use super::env::Environment;
 use super::errors::{shown, span_of, Problems};
 use super::schema::*;
 use super::{
-    AdminSettings, AuditSettings, LibrarySettings, ListenerSettings, Settings, SUMMARY_NOT_SET,
+    AdminSettings, AuditSettings, LibrarySettings, ListenerSettings, RedisUrl, RevocationSettings,
+    Settings, SUMMARY_NOT_SET,
 };
 use crate::gateway::cors::CorsSettings;
 use crate::policy::{OperationPattern, RoleSpec, SpacePattern};
@@ -45,14 +46,22 @@ pub fn settings(raw: Config, env: &Environment, out: &mut Problems) -> Option<Se
     let roles = roles(&raw, out);
     let cors = raw.cors.as_ref().and_then(|c| cors(c, out));
     let audit = audit(&raw.audit, env, out);
+    let revocation = revocation(&raw.revocation, env, out);
     numbers(&raw, out);
     if let Some(level) = &raw.log.level {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
             out.push(None, format!("log.level {level:?}: {e}"));
         }
     }
-    let (listener, admin, libraries, session, roles, audit) =
-        (listener?, admin?, libraries?, session?, roles?, audit?);
+    let (listener, admin, libraries, session, roles, audit, revocation) = (
+        listener?,
+        admin?,
+        libraries?,
+        session?,
+        roles?,
+        audit?,
+        revocation?,
+    );
     // Port 0 asks the system for any free port: two of those never clash.
     if listener.address == admin.address && admin.address.port() != 0 {
         out.at(
@@ -82,6 +91,110 @@ pub fn settings(raw: Config, env: &Environment, out: &mut Problems) -> Option<Se
         limits: raw.limits,
         upstream: raw.upstream,
         log: raw.log,
+        revocation,
+    })
+}
+
+/// `[revocation]`: the Redis URL (a literal one only without a password),
+/// its CA, and this replica's id.
+fn revocation(
+    r: &RevocationConfig,
+    env: &Environment,
+    out: &mut Problems,
+) -> Option<RevocationSettings> {
+    let url = match (&r.redis_url, &r.redis_url_file) {
+        (None, None) => None,
+        // A literal URL without userinfo holds no secret.
+        (Some(raw), None) if !raw.get_ref().starts_with("${") => {
+            if raw.get_ref().contains('@') {
+                out.at(
+                    raw,
+                    "revocation.redis_url carries a password: give it as \"${REDIS_URL}\" or in redis_url_file (secrets never sit in the file)",
+                );
+                return None;
+            }
+            let text = out.text(env, raw)?;
+            Some((text, "revocation.redis_url (in the file)".to_string(), raw))
+        }
+        (inline, file) => {
+            let resolved = r.url_source().resolve(env, None, out)?;
+            let at = inline.as_ref().or(file.as_ref()).expect("one is set");
+            Some((
+                resolved.value.expose().to_string(),
+                format!("revocation.{}", resolved.origin),
+                at,
+            ))
+        }
+    };
+    let url = match url {
+        None => None,
+        Some((url, origin, at)) => {
+            let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+            // Opening parses the URL; it does not connect.
+            let parsed = redis::Client::open(url.as_str());
+            match (scheme_ok, parsed) {
+                (true, Ok(_)) => Some(RedisUrl {
+                    url: crate::secret::Secret::new(url),
+                    origin,
+                }),
+                (false, _) => {
+                    out.at(
+                        at,
+                        "revocation.redis_url must start with redis:// or rediss:// (TLS)",
+                    );
+                    return None;
+                }
+                (true, Err(e)) => {
+                    // The crate's message may quote the URL: never show it.
+                    let kind = format!("{:?}", e.kind());
+                    out.at(
+                        at,
+                        format!("revocation.redis_url is not a Redis URL ({kind})"),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let ca_pem = match &r.redis_ca_file {
+        Some(p) => {
+            if url.is_none() {
+                out.at(p, "revocation.redis_ca_file needs revocation.redis_url");
+                return None;
+            }
+            // Checked as certificates; the Redis client takes the PEM.
+            let (path, _) = certificates(env, p, "revocation.redis_ca_file", out)?;
+            match std::fs::read(&path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    out.at(p, format!("revocation.redis_ca_file: {e}"));
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    let replica_id = match &r.replica_id {
+        Some(id) => {
+            let text = out.text(env, id)?;
+            if text.is_empty()
+                || text.len() > crate::revocation::MAX_NAME_BYTES
+                || !text.bytes().all(|b| b.is_ascii_graphic())
+            {
+                out.at(
+                    id,
+                    "revocation.replica_id must be 1-256 printable characters without spaces",
+                );
+                return None;
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    Some(RevocationSettings {
+        redis: url,
+        redis_ca_pem: ca_pem,
+        replica_id,
     })
 }
 
@@ -307,6 +420,7 @@ fn session(s: &SessionConfig, env: &Environment, out: &mut Problems) -> Option<S
         smh_compatible_errors: s.smh_compatible_errors,
         cache_capacity: s.cache_capacity,
         leeway: Duration::from_secs(s.jwt.leeway_secs),
+        max_lifetime: Duration::from_secs(s.max_lifetime_secs),
         fingerprint: [0; 32],
     };
     settings.fingerprint = fingerprint(&settings, &material);
@@ -334,6 +448,7 @@ fn fingerprint(s: &SessionSettings, material: &[u8]) -> [u8; 32] {
     put(&[u8::from(s.smh_compatible_errors)]);
     put(&s.cache_capacity.to_be_bytes());
     put(&s.leeway.as_secs().to_be_bytes());
+    put(&s.max_lifetime.as_secs().to_be_bytes());
     match &s.validator {
         ValidatorSettings::Jwt(j) => {
             put(b"jwt");
@@ -861,6 +976,13 @@ fn numbers(raw: &Config, out: &mut Problems) {
                 format!("{name} is at most {MAX_DURATION_SECS} (a day)"),
             );
         }
+    }
+    let lifetime = raw.session.max_lifetime_secs;
+    if lifetime == 0 || lifetime > MAX_SESSION_LIFETIME_SECS {
+        out.push(
+            None,
+            format!("session.max_lifetime_secs must be 1 to {MAX_SESSION_LIFETIME_SECS} (90 days)"),
+        );
     }
     // The gateway's own answers (431, 414) need hyper to read the whole
     // head first; its hard backstops sit at these multiples.

@@ -49,6 +49,25 @@ pub struct Settings {
     pub limits: LimitsConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
+    pub revocation: RevocationSettings,
+}
+
+/// `[revocation]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    /// Where replicas share revocations; none: local to the process.
+    pub redis: Option<RedisUrl>,
+    /// PEM roots for `rediss://` instead of the public ones.
+    pub redis_ca_pem: Option<Vec<u8>>,
+    pub replica_id: Option<String>,
+}
+
+/// A Redis URL, which may hold a password (never shown), and where it
+/// came from (for the summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub url: Secret,
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +167,7 @@ impl Settings {
             admin_checks: [self.admin.check_upstreams, self.admin.check_session_keys],
             audit: self.audit.clone(),
             log: self.log.clone(),
+            revocation: self.revocation.clone(),
             tokens: [
                 t.cache_capacity,
                 t.cache_max_bytes,
@@ -182,6 +202,7 @@ pub struct FixedAtStart {
     admin_checks: [bool; 2],
     audit: AuditSettings,
     log: LogConfig,
+    revocation: RevocationSettings,
     tokens: [u64; 6],
     max_connections: usize,
     connection_limits: [u64; 6],
@@ -202,6 +223,7 @@ impl FixedAtStart {
             ),
             ("audit", self.audit == next.audit),
             ("log", self.log == next.log),
+            ("revocation", self.revocation == next.revocation),
             ("tokens", self.tokens == next.tokens),
             ("limits.max_connections", self.max_connections == next.max_connections),
             (

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::secret::{HmacField, SecretField, SecretSource, TokenField};
+use super::secret::{HmacField, RedisUrlField, SecretField, SecretSource, TokenField};
 
 /// A string value as written, with its position; may hold `${ENV}`.
 pub type Text = Spanned<String>;
@@ -29,6 +29,14 @@ pub const DEFAULT_TOKEN_MAX_AGE_SECS: u64 = 12 * 3600;
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
 /// Clock skew tolerated on session `exp`/`nbf`/`iat`.
 pub const DEFAULT_SESSION_LEEWAY_SECS: u64 = 30;
+/// Longest session lifetime (`exp - iat`) accepted: a week covers a web
+/// or app login that is remembered for days, and every revocation is kept
+/// this long (it must outlive every session issued before it).
+pub const DEFAULT_SESSION_MAX_LIFETIME_SECS: u64 = 7 * 86_400;
+/// Upper bound for `session.max_lifetime_secs`: revocations live that
+/// long in memory and in Redis; a quarter is already longer than any
+/// sensible session.
+pub const MAX_SESSION_LIFETIME_SECS: u64 = 90 * 86_400;
 /// Whole-request deadline at the edge; SMH API calls are small JSON calls.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 60;
 /// In-flight requests per process before new ones are refused with 503.
@@ -129,6 +137,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +297,10 @@ pub struct SessionConfig {
     /// Verified sessions kept so the hot path skips signature checks.
     #[serde(default = "default_session_capacity")]
     pub cache_capacity: u64,
+    /// Longest lifetime (`exp - iat`) a session may have; JWT sessions
+    /// must carry both claims. Revocations live this long.
+    #[serde(default = "default_session_max_lifetime")]
+    pub max_lifetime_secs: u64,
     #[serde(default)]
     pub jwt: JwtConfig,
     pub introspection: Option<IntrospectionConfig>,
@@ -304,6 +318,7 @@ impl Default for SessionConfig {
             default_roles: Vec::new(),
             smh_compatible_errors: true,
             cache_capacity: DEFAULT_SESSION_CACHE_CAPACITY,
+            max_lifetime_secs: DEFAULT_SESSION_MAX_LIFETIME_SECS,
             jwt: JwtConfig::default(),
             introspection: None,
         }
@@ -428,6 +443,28 @@ pub struct CorsConfig {
 }
 
 pub use crate::audit::AuditSink;
+
+/// `[revocation]`: where replicas share revocations. Without a Redis URL
+/// revocation is local to the process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// `redis://host:port[/db]` or `rediss://` (TLS). A password may come
+    /// only from `${VAR}` or `redis_url_file`, never written in the file.
+    pub redis_url: Option<Text>,
+    pub redis_url_file: Option<Text>,
+    /// PEM roots for `rediss://` with a private CA (managed Redis).
+    pub redis_ca_file: Option<Text>,
+    /// Names this replica in the revocations it makes; must differ between
+    /// replicas. Default: the host name and 8 random hex digits.
+    pub replica_id: Option<Text>,
+}
+
+impl RevocationConfig {
+    pub fn url_source(&self) -> SecretSource<'_, RedisUrlField> {
+        SecretSource::new(&self.redis_url, &self.redis_url_file)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -566,6 +603,9 @@ fn default_credentials() -> Vec<Spanned<String>> {
 }
 fn default_true() -> bool {
     true
+}
+fn default_session_max_lifetime() -> u64 {
+    DEFAULT_SESSION_MAX_LIFETIME_SECS
 }
 fn default_algorithms() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "HS256".to_string())]

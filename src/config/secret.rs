@@ -28,6 +28,7 @@ macro_rules! secret_fields {
 secret_fields!(SecretField, "secret", "secret_file");
 secret_fields!(TokenField, "token", "token_file");
 secret_fields!(HmacField, "hmac_secret", "hmac_secret_file");
+secret_fields!(RedisUrlField, "redis_url", "redis_url_file");
 
 /// The two keys one secret may be given by, as written.
 pub struct SecretSource<'a, N> {

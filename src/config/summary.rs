@@ -48,6 +48,27 @@ pub fn render(cfg: &Settings) -> String {
         sess.roles_claim,
         sess.smh_compatible_errors
     );
+    let _ = writeln!(s, "  max session lifetime {}s", sess.max_lifetime.as_secs());
+    match &cfg.revocation.redis {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "revocation: shared through Redis ({}){}",
+                r.origin,
+                if cfg.revocation.redis_ca_pem.is_some() {
+                    ", private CA"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "revocation: local to this process (no revocation.redis_url)"
+            );
+        }
+    }
     match &sess.validator {
         ValidatorSettings::Jwt(j) => {
             let algs: Vec<String> = j.algorithms.iter().map(|a| format!("{a:?}")).collect();

@@ -5,12 +5,15 @@
 //!             the concurrency limit, whole-request timeout, errors ->
 //!             SMH-shaped responses, one audit record + metrics per request
 //!             (`EdgeService`)
+//!  0 own:     `POST /gateway/v1/logout`: the caller's session (as in 3)
+//!             revokes its own device or all its devices; 204
 //!  1 route:   /api/v1/<resource>/<LibraryId>[/<SpaceId>][/rest] placed in
 //!             SMH's resource table, and the query's one operation flag;
 //!             anything ambiguous is refused before anything else runs
 //!  2 library: known LibraryId or 404
 //!  3 session: credential -> Session, or 401 (503 if the IdP is down);
-//!             the connection's memo first, then the shared cache
+//!             the connection's memo first, then the shared cache; then
+//!             refused if revoked (a local lookup)
 //!  4 body:    kept whole when small (replay, and the operation SMH picks
 //!             from a flag-less PUT body), streamed otherwise
 //!  5 operation + policy: the one judged operation; roles -> grant, space,
@@ -24,6 +27,7 @@
 pub mod cors;
 pub mod forward;
 pub mod limits;
+mod logout;
 pub mod query;
 pub mod record;
 pub mod rewrite;
@@ -50,7 +54,7 @@ use crate::error::GatewayError;
 use crate::metrics::{LibraryMetrics, Metrics};
 use crate::policy::{Operation, Policy};
 use crate::request_id::{RequestId, REQUEST_ID};
-use crate::revocation::RevocationList;
+use crate::revoke::Revoker;
 use crate::server::ConnInfo;
 use crate::session::{SessionMemo, SessionOutcome, SessionValidator};
 use crate::smh::token::{MintError, MintTarget, TokenKey, TokenMemo, TokenOutcome, TokenService};
@@ -96,9 +100,10 @@ pub struct Active {
 pub struct Gateway {
     active: arc_swap::ArcSwap<Active>,
     pub tokens: TokenService,
-    /// Revoked sessions, consulted after every session check (a local
-    /// lookup; one atomic load while nothing is revoked).
-    pub revocations: Arc<RevocationList>,
+    /// Revocations: its list is consulted after every session check (a
+    /// local lookup; one atomic load while nothing is revoked), and logout
+    /// makes one.
+    pub revoker: Revoker,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
 }
@@ -107,14 +112,15 @@ impl Gateway {
     pub fn new(
         active: Active,
         tokens: TokenService,
-        revocations: Arc<RevocationList>,
+        revoker: Revoker,
         metrics: Arc<Metrics>,
         audit: Audit,
     ) -> Self {
+        revoker.set_libraries(mint_targets(&active));
         Self {
             active: arc_swap::ArcSwap::from_pointee(active),
             tokens,
-            revocations,
+            revoker,
             metrics,
             audit,
         }
@@ -128,6 +134,7 @@ impl Gateway {
     /// Swaps in `next` for requests that start from now on; returns the
     /// settings requests in flight may still be using.
     pub fn replace(&self, next: Active) -> Arc<Active> {
+        self.revoker.set_libraries(mint_targets(&next));
         self.active.swap(Arc::new(next))
     }
 
@@ -145,6 +152,10 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
 
+        // 0. The gateway's own route.
+        if parts.uri.path() == logout::PATH {
+            return self.logout(active, &parts, incoming, log, conn, now).await;
+        }
         // 1. Route and operation flag, before anything else.
         let route = SmhRoute::parse(&parts.method, parts.uri.path())?;
         let query = query::judge(parts.uri.query())?;
@@ -162,34 +173,8 @@ impl Gateway {
         }
         let library =
             library.ok_or_else(|| GatewayError::LibraryNotFound(route.library.to_string()))?;
-        // 3. Session. The connection's memo goes back once the token is
-        // known; a concurrent HTTP/2 stream meanwhile just finds it empty.
-        let mut memo = conn.take();
-        if memo.generation != active.generation {
-            *memo = Memo {
-                generation: active.generation,
-                ..Memo::default()
-            };
-        }
-        let authenticated = active
-            .sessions
-            .authenticate(&parts, &mut memo.session, now)
-            .await;
-        self.count_session(&authenticated);
-        let session = authenticated?.0;
-        // Checked for every request, whether the session came from the
-        // cache, the connection's memo or a fresh validation.
-        if !self.revocations.is_empty()
-            && self.revocations.is_revoked(
-                &session.user_id,
-                session.client_id_verified.then_some(&*session.client_id),
-                (!session.session_id.is_empty()).then_some(&*session.session_id),
-                session.issued_at,
-                crate::revocation::unix_now(),
-            )
-        {
-            return Err(active.sessions.revoked());
-        }
+        // 3. Session, and revocation.
+        let (session, mut memo) = self.session(active, &parts, conn, now).await?;
         {
             let mut l = lock(log);
             l.user_id = Some(session.user_id.clone());
@@ -288,6 +273,47 @@ impl Gateway {
         Ok(sent.response)
     }
 
+    /// Stage 3: the session from the connection's memo, the cache or a
+    /// fresh validation, then refused if revoked. The memo goes back to
+    /// the connection when the guard drops (once the token is known); a
+    /// concurrent HTTP/2 stream meanwhile just finds it empty.
+    async fn session<'c>(
+        &self,
+        active: &Active,
+        parts: &http::request::Parts,
+        conn: &'c ConnMemo,
+        now: Instant,
+    ) -> Result<(crate::session::Session, MemoGuard<'c>), GatewayError> {
+        let mut memo = conn.take();
+        if memo.generation != active.generation {
+            *memo = Memo {
+                generation: active.generation,
+                ..Memo::default()
+            };
+        }
+        let authenticated = active
+            .sessions
+            .authenticate(parts, &mut memo.session, now)
+            .await;
+        self.count_session(&authenticated);
+        let session = authenticated?.0;
+        // Checked for every request, whether the session came from the
+        // cache, the connection's memo or a fresh validation.
+        let revocations = self.revoker.list();
+        if !revocations.is_empty()
+            && revocations.is_revoked(
+                &session.user_id,
+                session.client_id_verified.then_some(&*session.client_id),
+                (!session.session_id.is_empty()).then_some(&*session.session_id),
+                session.issued_at,
+                crate::revocation::unix_now(),
+            )
+        {
+            return Err(active.sessions.revoked());
+        }
+        Ok((session, memo))
+    }
+
     fn count_session(&self, r: &Result<(crate::session::Session, SessionOutcome), GatewayError>) {
         let m = &self.metrics;
         match r {
@@ -310,6 +336,15 @@ impl Gateway {
             memo: Arc::default(),
         }
     }
+}
+
+/// Each library's minting credentials, which SMH deletes use too.
+fn mint_targets(active: &Active) -> HashMap<Arc<str>, MintTarget> {
+    active
+        .libraries
+        .values()
+        .map(|l| (l.id.clone(), l.mint.clone()))
+        .collect()
 }
 
 /// Whether a body means to SMH what it means to a JSON parser: no

@@ -53,6 +53,9 @@ pub struct SessionSettings {
     pub smh_compatible_errors: bool,
     pub cache_capacity: u64,
     pub leeway: Duration,
+    /// Longest `exp - iat` accepted (`session.max_lifetime_secs`); also
+    /// how long a revocation must live.
+    pub max_lifetime: Duration,
     /// A digest of all of the above and the key material: equal
     /// fingerprints build equal validators.
     pub fingerprint: [u8; 32],
@@ -151,6 +154,7 @@ pub struct SessionValidator {
     roles_claim: String,
     default_roles: Arc<[String]>,
     leeway: Duration,
+    max_lifetime: Duration,
     smh_compatible_errors: bool,
     /// Claims policy templates read (`{claims.NAME}`); only these are kept
     /// in cached sessions, so a session costs its ids, not its whole token.
@@ -205,6 +209,7 @@ impl SessionValidator {
             roles_claim: cfg.roles_claim,
             default_roles: cfg.default_roles.into(),
             leeway: cfg.leeway,
+            max_lifetime: cfg.max_lifetime,
             smh_compatible_errors: cfg.smh_compatible_errors,
             kept_claims,
             role_lists: Default::default(),
@@ -302,6 +307,10 @@ impl SessionValidator {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
+                self.check_lifetime(
+                    verified.claims.get("iat").and_then(Value::as_u64),
+                    verified.expires_at,
+                )?;
                 // `exp` is the client's number (signed, but any size): the
                 // cache keeps the session at most MAX_SESSION_CACHE, after
                 // which it is simply verified again.
@@ -320,6 +329,9 @@ impl SessionValidator {
                     _ => self.roles_or_default(roles_from(&id.claims, &self.roles_claim)),
                 };
                 let client_id = checked_id(id.client_id, "client_id", MAX_CLIENT_ID_BYTES)?;
+                // The backend decides liveness on every recheck; `iat` in
+                // its claims, when given, lets a revocation end exactly.
+                let issued_at = id.claims.get("iat").and_then(Value::as_u64);
                 let session = Session {
                     user_id: checked_user(id.user_id)?.into(),
                     client_id_verified: !client_id.is_empty(),
@@ -328,7 +340,7 @@ impl SessionValidator {
                         .into(),
                     roles,
                     claims: Arc::new(self.keep_claims(id.claims)),
-                    issued_at: None,
+                    issued_at,
                 };
                 (session, ttl)
             }
@@ -424,6 +436,30 @@ impl SessionValidator {
             }
         }
         Ok(s)
+    }
+
+    /// A revocation must outlive every session issued before it, so a
+    /// session's lifetime is bounded: it names when it was issued and
+    /// `exp - iat` is at most `session.max_lifetime_secs`.
+    fn check_lifetime(&self, issued_at: Option<u64>, expires_at: u64) -> Result<(), GatewayError> {
+        let Some(iat) = issued_at else {
+            return Err(GatewayError::InvalidSession(
+                "session has no iat claim (needed to bound its lifetime)".into(),
+            ));
+        };
+        if expires_at.saturating_sub(iat) > self.max_lifetime.as_secs() {
+            return Err(GatewayError::InvalidSession(format!(
+                "session lifetime (exp - iat) is longer than session.max_lifetime_secs ({})",
+                self.max_lifetime.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Longest session lifetime accepted, plus the leeway: how long a
+    /// revocation made now must live.
+    pub fn revocation_lifetime(&self) -> Duration {
+        self.max_lifetime + self.leeway
     }
 
     /// The answer to a session that was revoked, shaped like any invalid
