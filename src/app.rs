@@ -496,10 +496,10 @@ impl Control for AppControl {
         match self.gateway.revoker.redis_state() {
             RedisState::Disabled | RedisState::Connected { .. } => Ok(()),
             RedisState::Connecting { since } => Err(format!(
-                "redis not reached yet (since {since}); revocations made on other replicas before this one started may be unknown here"
+                "redis connecting since {since}: not in sync yet, so revocations made on other replicas before this one started may be unknown here"
             )),
             RedisState::Degraded { since } => Err(format!(
-                "redis unreachable since {since}; serving on the local list, revocations made here are queued"
+                "redis degraded since {since}: unreachable; serving on the local list, revocations made here are queued"
             )),
         }
     }
