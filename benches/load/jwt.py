@@ -4,7 +4,8 @@
     jwt.py SECRET_FILE PREFIX START COUNT [OUT]
 
 writes COUNT tokens, one per line, for users PREFIX<START> .. PREFIX<START+COUNT-1>
-with claims {"sub": user, "roles": ["editor"], "exp": now+86400}
+with claims {"sub": user, "roles": ["editor"], "iat": now, "exp": now+86400}
+(the gateway needs `iat` to bound a session's lifetime)
 to OUT (default stdout).
 """
 import base64, hashlib, hmac, json, sys, time
@@ -20,11 +21,12 @@ def main() -> None:
     with open(secret_file, "rb") as f:
         secret = f.read().rstrip(b"\r\n")
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    exp = int(time.time()) + 86400
+    iat = int(time.time())
+    exp = iat + 86400
     mac = hmac.new(secret, digestmod=hashlib.sha256)
     lines = []
     for i in range(start, start + count):
-        claims = {"sub": f"{prefix}{i}", "roles": ["editor"], "exp": exp}
+        claims = {"sub": f"{prefix}{i}", "roles": ["editor"], "iat": iat, "exp": exp}
         signing_input = header + b"." + b64(json.dumps(claims, separators=(",", ":")).encode())
         m = mac.copy()
         m.update(signing_input)

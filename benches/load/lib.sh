@@ -240,6 +240,8 @@ start_nginx() {
 
 # ---------------------------------------------------------------- gateway
 # write_gateway_conf FILE PORT ADMIN_PORT LIB UPSTREAM CA SECRET_FILE SESSION_SECRET_FILE TLSDIR AUDIT_FILE
+# $GATEWAY_EXTRA_TOML, when set, is appended (e.g. a [revocation] table to
+# measure with Redis configured).
 write_gateway_conf() {
   local f=$1 port=$2 admin=$3 lib=$4 up=$5 ca=$6 secret=$7 sess=$8 tls=$9 audit=${10}
   cat >"$f" <<EOF
@@ -278,6 +280,8 @@ max_files = 2
 
 [log]
 level = "warn"
+
+${GATEWAY_EXTRA_TOML:-}
 EOF
 }
 
