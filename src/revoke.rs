@@ -39,6 +39,12 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// milliseconds, and the caller should not wait on an unhealthy one.
 pub const SHARE_WAIT: Duration = Duration::from_secs(1);
 
+/// A logout by a user who already has this many revocations in force is
+/// widened to all of the user's devices, which supersedes (and so removes)
+/// the others: however many sessions a user can get and log out, they hold
+/// a bounded share of the list. Real users have a handful of devices.
+pub const MAX_LOGOUT_ENTRIES_PER_USER: usize = 16;
+
 /// Who is revoked, and by whom.
 #[derive(Debug, Clone)]
 pub struct RevokeRequest {
@@ -46,12 +52,15 @@ pub struct RevokeRequest {
     pub client_id: Option<String>,
     pub session_id: Option<String>,
     pub reason: Option<String>,
-    /// `admin` or `logout`.
+    /// `admin` or [`LOGOUT`].
     pub requested_by: String,
     /// How long the revocation lives: the longest session lifetime
     /// accepted, plus the leeway.
     pub lifetime: Duration,
 }
+
+/// `requested_by` of a caller's own logout.
+pub const LOGOUT: &str = "logout";
 
 /// What SMH said about one library's delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -244,8 +253,18 @@ impl Revoker {
     /// replicas, cached tokens dropped, SMH asked to delete the scope's
     /// tokens in every library (bounded retries; what is not confirmed
     /// is retried in the background). Audited either way.
-    pub async fn revoke(&self, req: RevokeRequest) -> Result<RevokeReport, RevokeError> {
+    pub async fn revoke(&self, mut req: RevokeRequest) -> Result<RevokeReport, RevokeError> {
         let inner = &self.0;
+        if req.requested_by == LOGOUT
+            && (req.client_id.is_some() || req.session_id.is_some())
+            && inner.list.entries_of(&req.user_id) >= MAX_LOGOUT_ENTRIES_PER_USER
+        {
+            req.client_id = None;
+            req.session_id = None;
+            req.reason = Some(format!(
+                "logout, widened to all devices ({MAX_LOGOUT_ENTRIES_PER_USER} revocations of this user in force)"
+            ));
+        }
         let mut rev = Revocation::new(
             req.user_id.clone(),
             req.lifetime.as_secs(),

@@ -196,6 +196,14 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     let (status, code, _) = error_code(h.get(&list, &phone).await).await;
     assert_eq!((status, code.as_str()), (403, "InvalidAccessToken"));
     assert_eq!(h.get(&list, &laptop).await.status(), 200, "other device");
+    // Listed with SMH's outcome.
+    let (status, body) = admin(&h, reqwest::Method::GET, "/admin/v1/revocations", None).await;
+    assert_eq!(status, 200);
+    let listed = body["revocations"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["client_id"], "phone");
+    assert_eq!(listed[0]["reason"], "lost phone");
+    assert_eq!(listed[0]["smh"][&lib]["status"], "confirmed");
     let at_smh: Vec<String> = h
         .hooks()
         .tokens_for_user("una")
@@ -231,23 +239,16 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     };
     assert_eq!(h.get(&list, &fresh).await.status(), 200);
 
-    // Listed with SMH's outcome (both made in the same second: their
-    // order is not defined).
+    // Listed: the user-wide revocation only, since it refuses everything
+    // the device one did, for at least as long (the list drops the older).
     let (status, body) = admin(&h, reqwest::Method::GET, "/admin/v1/revocations", None).await;
     assert_eq!(status, 200);
     assert_eq!(body["redis"]["state"], "disabled");
     let listed = body["revocations"].as_array().unwrap();
-    assert_eq!(listed.len(), 2, "{body}");
-    let device = listed
-        .iter()
-        .find(|r| r["client_id"] == "phone")
-        .unwrap_or_else(|| panic!("{body}"));
-    assert_eq!(device["reason"], "lost phone");
-    assert_eq!(device["smh"][&lib]["status"], "confirmed");
-    assert!(
-        listed.iter().any(|r| r.get("client_id").is_none()),
-        "{body}"
-    );
+    assert_eq!(listed.len(), 1, "{body}");
+    assert!(listed[0].get("client_id").is_none(), "{body}");
+    assert_eq!(listed[0]["user_id"], "una");
+    assert_eq!(listed[0]["smh"][&lib]["status"], "confirmed");
     let (status, _) = admin(&h, reqwest::Method::POST, "/admin/v1/revocations", None).await;
     assert_eq!(status, 405);
 
@@ -278,7 +279,7 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     .await;
     assert_eq!(confirmed, 2.0);
     let active = common::scrape_sample(&admin_base, "smh_gateway_revocations_active", &[]).await;
-    assert_eq!(active, 2.0);
+    assert_eq!(active, 1.0, "the device revocation was superseded");
     let disabled = common::scrape_sample(
         &admin_base,
         "smh_gateway_revocation_redis_state",
@@ -533,4 +534,43 @@ async fn unconfirmed_smh_deletes_are_retried_in_the_background() {
     };
     assert_eq!(pending, 0, "the retry of {id} never ended");
     h.hooks().set_token_api_down(false);
+}
+
+#[tokio::test]
+async fn a_user_logging_out_many_sessions_holds_a_bounded_share_of_the_list() {
+    use smh_gateway::revoke::MAX_LOGOUT_ENTRIES_PER_USER;
+    let h = Harness::start().await;
+    let lib = h.lib().to_string();
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    let now = unix_now();
+    let logout = |s: String| {
+        let r = h.client.post(h.url("/gateway/v1/logout")).bearer_auth(s);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    for i in 0..MAX_LOGOUT_ENTRIES_PER_USER {
+        assert_eq!(
+            logout(session(&h, "yves", &format!("s{i}"), now - 10)).await,
+            204
+        );
+    }
+    let revocations = h.env.running.gateway.revoker.list();
+    assert_eq!(revocations.entries_of("yves"), MAX_LOGOUT_ENTRIES_PER_USER);
+    let other = session(&h, "yves", "s-other", now - 10);
+    assert_eq!(h.get(&list, &other).await.status(), 200, "not logged out");
+    // One more: widened to every device, which replaces the others.
+    assert_eq!(logout(session(&h, "yves", "s-last", now - 10)).await, 204);
+    assert_eq!(revocations.entries_of("yves"), 1);
+    assert_eq!(h.get(&list, &other).await.status(), 403, "widened");
+    let listed = h.env.running.gateway.revoker.active();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revocation.session_id, None);
+    assert!(
+        listed[0]
+            .revocation
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("widened"),
+        "{listed:?}"
+    );
 }

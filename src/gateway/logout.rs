@@ -81,7 +81,7 @@ impl Gateway {
                     }
                     .into(),
                 ),
-                requested_by: "logout".into(),
+                requested_by: crate::revoke::LOGOUT.into(),
                 lifetime: active.sessions.revocation_lifetime(),
             })
             .await

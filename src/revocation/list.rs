@@ -164,6 +164,16 @@ impl RevocationList {
                 answers.push(Ok(false));
                 continue;
             }
+            // Already refused in whole by a held entry: nothing to add.
+            let held = self.shards[shard_of(&rev.user_id)].load();
+            if held
+                .by_user
+                .get(rev.user_id.as_str())
+                .is_some_and(|e| e.iter().any(|u| supersedes(u, &rev)))
+            {
+                answers.push(Ok(false));
+                continue;
+            }
             if len >= self.max {
                 answers.push(Err(RevocationError::Full { max: self.max }));
                 continue;
@@ -189,7 +199,23 @@ impl RevocationList {
                 let mut by_user = self.shards[shard].load().by_user.clone();
                 for (user, new) in users {
                     let entries = by_user.entry(user).or_insert_with(|| Arc::from([]));
-                    *entries = entries.iter().cloned().chain(new).collect();
+                    let all: Vec<Arc<Revocation>> = entries.iter().cloned().chain(new).collect();
+                    // A user-wide entry makes the user's older, shorter
+                    // entries redundant: dropping them keeps a user's
+                    // entries few however often they log out.
+                    let kept: Vec<Arc<Revocation>> = all
+                        .iter()
+                        .filter(|e| {
+                            let redundant = all.iter().any(|u| supersedes(u, e));
+                            if redundant {
+                                w.ids.remove(e.id.as_str());
+                                len -= 1;
+                            }
+                            !redundant
+                        })
+                        .cloned()
+                        .collect();
+                    *entries = Arc::from(kept);
                 }
                 self.shards[shard].store(Arc::new(Snapshot { by_user }));
             }
@@ -235,6 +261,18 @@ impl RevocationList {
                     && r.covers(client_id, session_id)
             })
             .cloned()
+    }
+
+    /// How many entries the user has (live or not yet pruned).
+    pub fn entries_of(&self, user_id: &str) -> usize {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.shards[shard_of(user_id)]
+            .load()
+            .by_user
+            .get(user_id)
+            .map_or(0, |e| e.len())
     }
 
     /// Whether a session is refused; see [`Self::matching`].
@@ -330,6 +368,23 @@ impl RevocationList {
     }
 }
 
+/// Whether `user_wide` refuses everything `other` does, as long as
+/// `other` would: it names the whole user, was made no earlier and lives
+/// no shorter. (Ties between two user-wide entries go to the larger id, so
+/// exactly one of two equal entries is dropped.)
+fn supersedes(user_wide: &Revocation, other: &Revocation) -> bool {
+    user_wide.client_id.is_none()
+        && user_wide.session_id.is_none()
+        && user_wide.id != other.id
+        && other.revoked_at <= user_wide.revoked_at
+        && other.expires_at <= user_wide.expires_at
+        && (other.client_id.is_some()
+            || other.session_id.is_some()
+            || other.revoked_at < user_wide.revoked_at
+            || other.expires_at < user_wide.expires_at
+            || other.id < user_wide.id)
+}
+
 /// The shard of a user: FNV-1a of the id. Not keyed: a caller who picks
 /// user ids to crowd one shard only makes writes to it slower (one bigger
 /// copy); reads and the other shards are unaffected.
@@ -368,6 +423,42 @@ mod tests {
         r.revoked_at = NOW;
         r.expires_at = NOW + 3600;
         r
+    }
+
+    #[test]
+    fn a_user_wide_entry_supersedes_the_users_older_narrower_ones() {
+        let l = RevocationList::new();
+        for i in 0..10 {
+            assert!(l.insert(rev("u").session(format!("s{i}")), NOW).unwrap());
+        }
+        let keep_later = {
+            let mut r = rev("u").device("phone");
+            r.revoked_at = NOW + 10;
+            r.expires_at = NOW + 3610;
+            r
+        };
+        assert!(l.insert(keep_later.clone(), NOW).unwrap());
+        l.insert(rev("other").device("phone"), NOW).unwrap();
+        assert_eq!(l.len(), 12);
+        let wide = rev("u");
+        assert!(l.insert(wide.clone(), NOW).unwrap());
+        // The ten session entries are inside it; the later device entry is
+        // not (it refuses sessions issued up to NOW + 10); other users stay.
+        assert_eq!(l.len(), 3, "{:?}", l.active(NOW));
+        assert!(l.contains(&wide.id) && l.contains(&keep_later.id));
+        assert!(l.is_revoked("u", None, Some("s3"), Some(NOW), NOW));
+        assert!(l.is_revoked("u", Some("phone"), None, Some(NOW + 10), NOW));
+        assert!(!l.is_revoked("u", Some("laptop"), None, Some(NOW + 10), NOW));
+        // A narrower entry it already covers is not added again (a reload
+        // from Redis brings the dropped ones back).
+        assert!(!l.insert(rev("u").session("s99"), NOW).unwrap());
+        assert_eq!(l.len(), 3);
+        // Of two equal user-wide entries one stays.
+        let mut twin = wide.clone();
+        twin.id = crate::revocation::new_id();
+        l.insert(twin, NOW).unwrap();
+        assert_eq!(l.len(), 3);
+        assert!(l.is_revoked("u", None, None, Some(NOW), NOW));
     }
 
     #[test]
@@ -460,7 +551,7 @@ mod tests {
         let r = rev("u");
         assert_eq!(l.insert(r.clone(), NOW), Ok(true));
         assert_eq!(l.insert(r.clone(), NOW), Ok(false));
-        let answers = l.insert_many(vec![r.clone(), rev("u"), rev("u")], NOW);
+        let answers = l.insert_many(vec![r.clone(), rev("v"), rev("w")], NOW);
         assert_eq!(answers, vec![Ok(false), Ok(true), Ok(true)]);
         assert_eq!(l.len(), 3);
         assert_eq!(l.active(NOW).len(), 3);
