@@ -86,6 +86,10 @@ pub struct AdminRevoke {
     pub session_id: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who asks (an operator's name, a ticket): recorded as
+    /// `admin:<requested_by>` in the revocation and the audit line.
+    #[serde(default)]
+    pub requested_by: Option<String>,
 }
 
 /// An admin request body is a small JSON object.

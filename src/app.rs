@@ -477,7 +477,10 @@ impl Control for AppControl {
                 client_id: req.client_id,
                 session_id: req.session_id,
                 reason: req.reason,
-                requested_by: "admin".into(),
+                requested_by: match req.requested_by {
+                    Some(who) => format!("admin:{who}"),
+                    None => "admin".into(),
+                },
                 lifetime,
             })
             .await

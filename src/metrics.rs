@@ -740,6 +740,9 @@ impl Metrics {
         if let Some(lib) = removed {
             lib.forget();
         }
+        for result in ["confirmed", "refused", "failed"] {
+            let _ = self.revocation.deletions.remove_label_values(&[id, result]);
+        }
     }
 
     /// The handles for requests naming a library that is not configured.

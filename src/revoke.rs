@@ -277,6 +277,7 @@ impl Revoker {
         if let Err(e) = rev.validate() {
             return Err(RevokeError::Invalid(e.to_string()));
         }
+        check_names(&req)?;
         let now = unix_now();
         let shared = match &inner.replicator {
             None => match inner.list.insert(rev.clone(), now) {
@@ -487,6 +488,38 @@ impl Revoker {
         fields.insert("smh".into(), json!(r.smh));
         self.0.audit.event("revocation", fields);
     }
+}
+
+/// Ids as SMH takes them (sessions only ever carry such ids, so nothing
+/// else could match, and a `,` would name several users in SMH's delete),
+/// and no control characters in what goes to the logs.
+fn check_names(req: &RevokeRequest) -> Result<(), RevokeError> {
+    use crate::smh::{is_identity_value, MAX_CLIENT_ID_BYTES, MAX_USER_ID_BYTES};
+    let id_rule = "printable ASCII without spaces or commas";
+    if !is_identity_value(&req.user_id, MAX_USER_ID_BYTES) {
+        return Err(RevokeError::Invalid(format!(
+            "user_id must be 1-{MAX_USER_ID_BYTES} bytes of {id_rule}"
+        )));
+    }
+    for (name, v) in [
+        ("client_id", &req.client_id),
+        ("session_id", &req.session_id),
+    ] {
+        if v.as_deref()
+            .is_some_and(|v| !is_identity_value(v, MAX_CLIENT_ID_BYTES))
+        {
+            return Err(RevokeError::Invalid(format!(
+                "{name}, when given, must be 1-{MAX_CLIENT_ID_BYTES} bytes of {id_rule}"
+            )));
+        }
+    }
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    if !printable(&req.requested_by) || req.reason.as_deref().is_some_and(|r| !printable(r)) {
+        return Err(RevokeError::Invalid(
+            "reason and requested_by must not contain control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The fields every revocation audit line starts with.

@@ -166,6 +166,12 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
         r#"{"user_id":""}"#,
         r#"{"user_id":"una","client":"phone"}"#,
         r#"{"user_id":"una","session_id":""}"#,
+        // A comma would name two users in SMH's delete.
+        r#"{"user_id":"una,vik"}"#,
+        r#"{"user_id":"una vik"}"#,
+        r#"{"user_id":"una","client_id":"ph\u00f6ne"}"#,
+        r#"{"user_id":"una","reason":"line\nbreak"}"#,
+        r#"{"user_id":"una","requested_by":7}"#,
     ] {
         let (status, body) = admin(&h, reqwest::Method::POST, "/admin/v1/revoke", Some(bad)).await;
         assert_eq!(status, 400, "{bad:?}: {body}");
@@ -178,14 +184,14 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
         &h,
         reqwest::Method::POST,
         "/admin/v1/revoke",
-        Some(r#"{"user_id":"una","client_id":"phone","reason":"lost phone"}"#),
+        Some(r#"{"user_id":"una","client_id":"phone","reason":"lost phone","requested_by":"ops-ticket-42"}"#),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["shared"], "local", "no Redis configured: {body}");
     assert_eq!(body["smh"][&lib]["status"], "confirmed", "{body}");
     assert_eq!(body["revocation"]["client_id"], "phone");
-    assert_eq!(body["revocation"]["requested_by"], "admin");
+    assert_eq!(body["revocation"]["requested_by"], "admin:ops-ticket-42");
     let revoked_at = body["revocation"]["revoked_at"].as_u64().unwrap();
     let expires_at = body["revocation"]["expires_at"].as_u64().unwrap();
     assert_eq!(
@@ -255,7 +261,7 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     // Audited: who asked, whom, scope, outcome.
     let lines = revocation_lines(&audit, 2).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!(lines[0]["requested_by"], "admin");
+    assert_eq!(lines[0]["requested_by"], "admin:ops-ticket-42");
     assert_eq!(lines[0]["user_id"], "una");
     assert_eq!(lines[0]["scope"], "device");
     assert_eq!(lines[0]["outcome"], "applied");
