@@ -69,8 +69,9 @@ pub trait Control: Send + Sync + 'static {
     /// `GET /admin/v1/revocations`: the Redis link and the revocations in force.
     fn revocations(&self) -> serde_json::Value;
     /// Whether revocations reach this replica from the others (Redis in
-    /// sync, or no Redis configured); shown by `/readyz`, never failing it.
-    fn revocation_store(&self) -> Result<(), String>;
+    /// sync, or no Redis configured); shown by `/readyz`. `Err(true)`:
+    /// never in sync since start; `Err(false)`: was, and lost Redis.
+    fn revocation_store(&self) -> Result<(), (bool, String)>;
     /// Copies revocation figures into the metrics before a scrape.
     fn refresh_revocation_metrics(&self);
 }
@@ -102,6 +103,8 @@ pub struct Checks {
     pub upstreams: bool,
     /// The JWKS (if any) was fetched successfully last time.
     pub session_keys: bool,
+    /// The revocation list was loaded from Redis once (if configured).
+    pub revocations: bool,
 }
 
 /// What the admin routes read. The control is filled in once the gateway
@@ -232,7 +235,11 @@ async fn readyz<C: Control>(state: &AdminState<C>) -> Response<Body> {
     // the load balancer at once, for a fault that does not stop serving.
     match control.revocation_store() {
         Ok(()) => text(StatusCode::OK, "ready\n"),
-        Err(e) => text(StatusCode::OK, &format!("ready (revocations: {e})\n")),
+        Err((true, e)) if state.checks.revocations => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("revocations: {e}\n"),
+        ),
+        Err((_, e)) => text(StatusCode::OK, &format!("ready (revocations: {e})\n")),
     }
 }
 
@@ -269,9 +276,9 @@ async fn admin_api<C: Control>(
     state: &AdminState<C>,
 ) -> Response<Body> {
     let Some(expected) = &state.token else {
-        return text(
+        return json_error(
             StatusCode::NOT_FOUND,
-            "admin API disabled: set [admin] token or token_file\n",
+            "admin API disabled: set [admin] token or token_file",
         );
     };
     let presented = req
@@ -284,10 +291,15 @@ async fn admin_api<C: Control>(
     // the presented token first differs from the real one.
     let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
     if digest(presented.as_bytes()).as_ref() != digest(expected.expose().as_bytes()).as_ref() {
-        return text(StatusCode::UNAUTHORIZED, "admin token required\n");
+        let mut resp = json_error(StatusCode::UNAUTHORIZED, "admin token required");
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
     }
     let Some(control) = state.control.get() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "starting");
     };
     match (req.method(), rest) {
         (&Method::GET, "status") => body::json_response(
@@ -330,15 +342,26 @@ async fn admin_api<C: Control>(
                 Ok(report) => body::json_response(StatusCode::OK, &report),
                 Err(RevokeError::Invalid(e)) => json_error(StatusCode::BAD_REQUEST, &e),
                 Err(RevokeError::Full(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+                Err(e @ RevokeError::Internal) => {
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+                }
             }
         }
         (&Method::GET, "revocations") => {
             body::json_response(StatusCode::OK, &control.revocations())
         }
-        (_, "status" | "tokens/flush" | "reload" | "revoke" | "revocations") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (_, route @ ("status" | "tokens/flush" | "reload" | "revoke" | "revocations")) => {
+            let allow = if matches!(route, "status" | "revocations") {
+                "GET"
+            } else {
+                "POST"
+            };
+            let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+            resp
         }
-        _ => text(StatusCode::NOT_FOUND, "no such admin route\n"),
+        _ => json_error(StatusCode::NOT_FOUND, "no such admin route"),
     }
 }
 

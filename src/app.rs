@@ -494,16 +494,16 @@ impl Control for AppControl {
         })
     }
 
-    fn revocation_store(&self) -> Result<(), String> {
+    fn revocation_store(&self) -> Result<(), (bool, String)> {
         use crate::revocation::RedisState;
         match self.gateway.revoker.redis_state() {
             RedisState::Disabled | RedisState::Connected { .. } => Ok(()),
-            RedisState::Connecting { since } => Err(format!(
+            RedisState::Connecting { since } => Err((true, format!(
                 "redis connecting since {since}: not in sync yet, so revocations made on other replicas before this one started may be unknown here"
-            )),
-            RedisState::Degraded { since } => Err(format!(
+            ))),
+            RedisState::Degraded { since } => Err((false, format!(
                 "redis degraded since {since}: unreachable; serving on the local list, revocations made here are queued"
-            )),
+            ))),
         }
     }
 
@@ -521,7 +521,7 @@ fn start_revocation(
     metrics: &Arc<Metrics>,
     audit: &Audit,
 ) -> anyhow::Result<Revoker> {
-    let list = Arc::new(RevocationList::new());
+    let list = Arc::new(RevocationList::with_max(cfg.max_entries));
     crate::revocation::spawn_pruner(&list, crate::revocation::PRUNE_INTERVAL);
     let replica_id = cfg.replica_id.clone().unwrap_or_else(default_replica_id);
     let replicator = match &cfg.redis {
@@ -582,6 +582,7 @@ pub async fn start(
         admin::Checks {
             upstreams: cfg.admin.check_upstreams,
             session_keys: cfg.admin.check_session_keys,
+            revocations: cfg.admin.check_revocations,
         },
     ));
     let admin_listener = server::bind(cfg.admin.address).await?;

@@ -428,6 +428,7 @@ mod tests {
                 .into(),
             claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
             issued_at: None,
+            expires_at: None,
         }
     }
 

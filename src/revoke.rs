@@ -85,6 +85,10 @@ pub enum Shared {
     Queued,
     /// No Redis configured: this process only.
     Local,
+    /// A revocation in force already refuses everything this one would
+    /// (a user-wide one made no earlier, living no shorter): nothing new
+    /// was recorded or shared; SMH's tokens were still deleted.
+    Covered,
 }
 
 /// The answer to a revocation.
@@ -105,6 +109,10 @@ pub enum RevokeError {
     /// The list is full (503): nothing was applied.
     #[error("{0}")]
     Full(String),
+    /// The revocation's task failed (500); whether it was applied is
+    /// unknown: list the revocations to see.
+    #[error("the revocation failed inside the gateway; GET /admin/v1/revocations shows whether it was applied")]
+    Internal,
 }
 
 /// A revocation in force, with its SMH outcome where this replica made it.
@@ -253,8 +261,31 @@ impl Revoker {
     /// replicas, cached tokens dropped, SMH asked to delete the scope's
     /// tokens in every library (bounded retries; what is not confirmed
     /// is retried in the background). Audited either way.
-    pub async fn revoke(&self, mut req: RevokeRequest) -> Result<RevokeReport, RevokeError> {
+    pub async fn revoke(&self, req: RevokeRequest) -> Result<RevokeReport, RevokeError> {
+        // On its own task: a caller that goes away (a client timeout, a
+        // closed connection) must not cancel the SMH deletes, their
+        // retries or the audit line half-way.
+        let this = self.clone();
+        match tokio::spawn(async move { this.revoke_to_end(req).await }).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::error!(error = %e, "revocation task failed");
+                Err(RevokeError::Internal)
+            }
+        }
+    }
+
+    async fn revoke_to_end(&self, mut req: RevokeRequest) -> Result<RevokeReport, RevokeError> {
         let inner = &self.0;
+        // The last tenth of the list is for the admin route: when logouts
+        // have filled the rest, an operator can still revoke a lost phone.
+        let logout_line = inner.list.max() / 10 * 9;
+        if req.requested_by == LOGOUT && inner.list.len() >= logout_line {
+            inner.list.prune(unix_now());
+            if inner.list.len() >= logout_line {
+                return Err(self.refused(&req, RevocationError::Full { max: logout_line }));
+            }
+        }
         if req.requested_by == LOGOUT
             && (req.client_id.is_some() || req.session_id.is_some())
             && inner.list.entries_of(&req.user_id) >= MAX_LOGOUT_ENTRIES_PER_USER
@@ -281,11 +312,13 @@ impl Revoker {
         let now = unix_now();
         let shared = match &inner.replicator {
             None => match inner.list.insert(rev.clone(), now) {
-                Ok(_) => Shared::Local,
+                Ok(true) => Shared::Local,
+                Ok(false) => Shared::Covered,
                 Err(e) => return Err(self.refused(&req, e)),
             },
             Some(r) => match r.revoke(rev.clone(), now) {
-                Ok(_) => self.wait_shared(r).await,
+                Ok(true) => self.wait_shared(r).await,
+                Ok(false) => Shared::Covered,
                 // Applied here; the repair at reconnect writes it.
                 Err(RevocationError::PendingFull { max }) => {
                     tracing::warn!(
@@ -399,7 +432,11 @@ impl Revoker {
                 SmhDeletion {
                     status: "refused",
                     attempts: before + 1,
-                    error: Some(format!("SMH answered {status}: {reason}")),
+                    error: Some(if reason.contains(&status.to_string()) {
+                        reason
+                    } else {
+                        format!("SMH answered {status}: {reason}")
+                    }),
                 },
             ),
             DeleteOutcome::Failed { attempts, reason } => (
@@ -543,12 +580,18 @@ fn scope_fields(
     m
 }
 
-/// SMH's delete for the revocation's scope in one library.
+/// SMH's delete for the revocation's scope in one library. A session
+/// scope names the session alone, as [`Revocation::covers`] does: SMH
+/// would match a `client_id` sent with it too, and delete nothing if the
+/// two disagree.
 fn scope<'a>(library: &'a str, rev: &'a Revocation) -> DeleteScope<'a> {
     DeleteScope {
         library,
         user_id: &rev.user_id,
-        client_id: rev.client_id.as_deref(),
+        client_id: match rev.session_id {
+            Some(_) => None,
+            None => rev.client_id.as_deref(),
+        },
         session_id: rev.session_id.as_deref(),
     }
 }

@@ -237,9 +237,21 @@ async fn backend() -> Backend {
                 200,
                 serde_json::json!({
                     "user_id": format!("user-{}", &cred[5..]),
+                    "iat": smh_gateway::revocation::unix_now() - 5,
                     "client_id": "tablet",
                     "roles": ["writer"],
                     "claims": {"team_space": "team1"}
+                })
+                .to_string(),
+            ),
+            // Answers a revocation could not outlive: no issue time, or
+            // issued longer ago than session.max_lifetime_secs.
+            Some("noiat-1") => (200, r#"{"user_id":"user-noiat"}"#.into()),
+            Some("old-1") => (
+                200,
+                serde_json::json!({
+                    "user_id": "user-old",
+                    "iat": smh_gateway::revocation::unix_now() - 8 * 86_400,
                 })
                 .to_string(),
             ),
@@ -291,6 +303,11 @@ async fn introspection_caches_answers_and_outages_are_503() {
         assert_eq!((status, code.as_str()), (401, "InvalidSession"));
     }
     assert_eq!(be.calls.load(Ordering::SeqCst), 2, "negative answer cached");
+    for (cred, says) in [("noiat-1", "no iat"), ("old-1", "longer ago")] {
+        let (status, code, body) = error_code(h.get(&list, cred).await).await;
+        assert_eq!((status, code.as_str()), (401, "InvalidSession"), "{body}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
 
     be.down.store(true, Ordering::SeqCst);
     let r = h.get(&list, "good-2").await;

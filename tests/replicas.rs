@@ -211,6 +211,18 @@ fn check_revoke_answer(answer: &Value, lib: &str, shared: &str) {
     );
 }
 
+/// An `iat` a session issued after a revocation made at or before `at`
+/// carries: past the seconds a stamp may run ahead
+/// (`MAX_ISSUED_AHEAD_SECS`, during which new sessions are still refused),
+/// and no further ahead of the clock than that. Waits for the clock to
+/// pass `at` (at most a second).
+async fn issued_after(at: u64) -> u64 {
+    while smh_gateway::revocation::unix_now() <= at {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    at + smh_gateway::session::MAX_ISSUED_AHEAD_SECS + 1
+}
+
 fn revoked_at(answer: &Value) -> u64 {
     let at = &answer["revocation"]["revoked_at"];
     at.as_u64()
@@ -454,7 +466,7 @@ async fn a_revocation_on_one_replica_reaches_every_replica() {
     );
 
     // A session issued after the revocation works on both.
-    let fresh = session(&h, "ursula", None, "u-s2", at + 1);
+    let fresh = session(&h, "ursula", None, "u-s2", issued_after(at).await);
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         expect_ok(&h, gw, &fresh, &format!("U's new session on {name}")).await;
         expect_refused(&h, gw, &s1, &format!("U's old session on {name}, still")).await;
@@ -620,7 +632,13 @@ async fn device_and_session_scopes() {
         "session b's cached tokens were kept"
     );
     // A new phone session works.
-    let fresh = session(&h, "ursula", Some("phone"), "s-phone-2", now() + 1);
+    let fresh = session(
+        &h,
+        "ursula",
+        Some("phone"),
+        "s-phone-2",
+        issued_after(now()).await,
+    );
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         expect_ok(&h, gw, &fresh, &format!("a new phone session on {name}")).await;
     }
@@ -657,7 +675,7 @@ async fn a_replica_started_later_loads_the_revocation() {
     // C's first data request.
     expect_refused(&h, &c, &s1, "U's old session on C (C's first request)").await;
     expect_ok(&h, &c, &v1, "V on C").await;
-    let fresh = session(&h, "ursula", None, "u-s2", at + 1);
+    let fresh = session(&h, "ursula", None, "u-s2", issued_after(at).await);
     expect_ok(&h, &c, &fresh, "U's new session on C").await;
     assert_eq!(
         revocations_total(&c, "local").await,
@@ -683,6 +701,14 @@ async fn redis_down_does_not_stop_traffic_and_revocations_catch_up() {
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         expect_ok(&h, gw, &s1, &format!("U on {name} before")).await;
         expect_ok(&h, gw, &v1, &format!("V on {name} before")).await;
+    }
+    // Latency is reported (run with --nocapture), never asserted: the
+    // request path has nothing to wait on Redis for.
+    let mut before = Vec::new();
+    for round in 0..100 {
+        let t = Instant::now();
+        expect_ok(&h, &a, &v1, &format!("V on A, timed before, #{round}")).await;
+        before.push(t.elapsed());
     }
 
     redis.kill();
@@ -738,6 +764,30 @@ async fn redis_down_does_not_stop_traffic_and_revocations_catch_up() {
             "/readyz says Redis is degraded: {body:?}"
         );
     }
+    let mut during = Vec::new();
+    for round in 0..100 {
+        let t = Instant::now();
+        expect_ok(
+            &h,
+            &a,
+            &v1,
+            &format!("V on A, timed with Redis down, #{round}"),
+        )
+        .await;
+        during.push(t.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let max = |v: &Vec<Duration>| *v.iter().max().unwrap();
+    eprintln!(
+        "request latency on A (100 sequential GETs each): Redis up median {:?} max {:?}; Redis down median {:?} max {:?}",
+        median(&mut before),
+        max(&before),
+        median(&mut during),
+        max(&during)
+    );
     for round in 0..50 {
         for (gw, name) in [(&a, "A"), (&b, "B")] {
             expect_ok(&h, gw, &s1, &format!("U on {name}, Redis down, #{round}")).await;
@@ -795,7 +845,7 @@ async fn redis_down_does_not_stop_traffic_and_revocations_catch_up() {
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         wait_redis_state(gw, "connected", name).await;
         expect_ok(&h, gw, &v1, &format!("V on {name}, Redis back")).await;
-        let fresh = session(&h, "ursula", None, "u-s2", at + 1);
+        let fresh = session(&h, "ursula", None, "u-s2", issued_after(at).await);
         expect_ok(
             &h,
             gw,
@@ -947,7 +997,13 @@ async fn logout_revokes_the_callers_device() {
         )
         .await;
     }
-    let fresh = session(&h, "ursula", Some("laptop"), "s-laptop-2", now() + 1);
+    let fresh = session(
+        &h,
+        "ursula",
+        Some("laptop"),
+        "s-laptop-2",
+        issued_after(now()).await,
+    );
     for (gw, name) in [(&a, "A"), (&b, "B")] {
         expect_ok(&h, gw, &fresh, &format!("U logs in again on {name}")).await;
     }

@@ -11,6 +11,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::{error_code, Harness};
 use smh_gateway::revocation::{unix_now, Revocation};
 
+/// An `iat` a session issued after a revocation made at or before `at`
+/// carries: past the seconds a stamp may run ahead
+/// (`MAX_ISSUED_AHEAD_SECS`, during which new sessions are still refused),
+/// and no further ahead of the clock than that. Waits for the clock to
+/// pass `at` (at most a second).
+async fn issued_after(at: u64) -> u64 {
+    while smh_gateway::revocation::unix_now() <= at {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    at + smh_gateway::session::MAX_ISSUED_AHEAD_SECS + 1
+}
+
 fn session(h: &Harness, user: &str, sid: &str, iat: u64) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -61,8 +73,8 @@ async fn revoked_sessions_are_refused_and_others_keep_working() {
         200,
         "other users are untouched"
     );
-    // A session issued after the revocation (its iat a second later).
-    let fresh = session(&h, "rita", "s-c", unix_now() + 1);
+    // A session issued after the revocation.
+    let fresh = session(&h, "rita", "s-c", issued_after(unix_now()).await);
     assert_eq!(h.get(&list, &fresh).await.status(), 200);
 }
 
@@ -196,8 +208,8 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     let expires_at = body["revocation"]["expires_at"].as_u64().unwrap();
     assert_eq!(
         expires_at - revoked_at,
-        7 * 86_400 + 30,
-        "lives the longest session lifetime plus the leeway"
+        7 * 86_400 + 30 + 5 + 1,
+        "lives the longest session lifetime, the leeway, how far a stamp may run ahead, and a second"
     );
     let (status, code, _) = error_code(h.get(&list, &phone).await).await;
     assert_eq!((status, code.as_str()), (403, "InvalidAccessToken"));
@@ -235,7 +247,7 @@ async fn the_admin_route_revokes_at_smh_in_the_caches_and_on_the_request_path() 
     assert_eq!(h.hooks().mints(), mints, "vik's token stayed cached");
     // A new session of una's (issued after the revocation) mints anew.
     let fresh = {
-        let iat = unix_now() + 1;
+        let iat = issued_after(unix_now()).await;
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &serde_json::json!({"sub": "una", "cid": "laptop", "sid": "s9", "roles": ["viewer"], "iat": iat, "exp": iat + 3600}),
@@ -579,4 +591,112 @@ async fn a_user_logging_out_many_sessions_holds_a_bounded_share_of_the_list() {
             .contains("widened"),
         "{listed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_session_stamped_a_little_ahead_is_still_revoked_and_further_is_refused() {
+    // The issuer's clock may run a few seconds ahead of ours: a session
+    // stamped 4 s from now may have been issued just before a revocation,
+    // so it is refused too; one stamped further ahead is refused outright.
+    let h = Harness::start().await;
+    let lib = h.lib().to_string();
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    let far = session(&h, "zara", "s-far", unix_now() + 20);
+    let (status, _, body) = error_code(h.get(&list, &far).await).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("future"),
+        "{body}"
+    );
+    let ahead = session(&h, "zara", "s-ahead", unix_now() + 4);
+    assert_eq!(h.get(&list, &ahead).await.status(), 200);
+    let r = h
+        .client
+        .post(h.url("/gateway/v1/logout"))
+        .bearer_auth(&ahead)
+        .body(r#"{"all_devices":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(h.get(&list, &ahead).await.status(), 403);
+    let listed = h.env.running.gateway.revoker.active();
+    let rev = &listed[0].revocation;
+    assert_eq!(rev.expires_at - rev.revoked_at, 7 * 86_400 + 30 + 5 + 1);
+    // A login right after the revocation (stamped now) is refused for
+    // those few seconds; one stamped past them works.
+    let at = rev.revoked_at;
+    let soon = session(&h, "zara", "s-soon", at + 1);
+    assert_eq!(h.get(&list, &soon).await.status(), 403);
+    let later = session(&h, "zara", "s-later", issued_after(at).await);
+    assert_eq!(h.get(&list, &later).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_the_revocation() {
+    let (h, audit) = admin_harness().await;
+    let lib = h.lib().to_string();
+    let list = format!("/api/v1/directory/{lib}/-/?by-marker");
+    let phone = device_session(&h, "ugo", "phone", "s1");
+    assert_eq!(h.get(&list, &phone).await.status(), 200);
+    // SMH's token API is down, so the deletes take several attempts; the
+    // client gives up long before that.
+    h.hooks().set_token_api_down(true);
+    let calls = h.hooks().token_api_calls();
+    let impatient =
+        common::client_builder(&std::fs::read(h.env.dir.join("ca-bundle.pem")).unwrap())
+            .timeout(std::time::Duration::from_millis(100))
+            .build()
+            .unwrap();
+    let r = impatient
+        .post(h.url("/gateway/v1/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out: {r:?}");
+    // The revocation still ran to its end: every attempt, the background
+    // retry registered, the audit line written.
+    let lines = revocation_lines(&audit, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["smh"][&lib]["status"], "pending", "{lines:?}");
+    assert!(
+        h.hooks().token_api_calls() - calls >= u64::from(smh_gateway::smh::delete::DELETE_ATTEMPTS),
+        "every attempt was made"
+    );
+    let listed = h.env.running.gateway.revoker.active();
+    assert_eq!(listed[0].smh.as_ref().unwrap()[&lib].status, "pending");
+    assert_eq!(h.get(&list, &phone).await.status(), 403);
+    h.hooks().set_token_api_down(false);
+}
+
+#[tokio::test]
+async fn readiness_can_wait_for_the_first_revocation_sync() {
+    use smh_gateway::revocation::test_support::RedisServer;
+    // A Redis that is not there (started and killed: its port is free).
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    for (check, status, says) in [
+        (false, 200, "ready (revocations: redis connecting"),
+        (true, 503, "revocations: redis connecting"),
+    ] {
+        let h = Harness::start_with(
+            Default::default(),
+            &format!("[admin]\ncheck_revocations = {check}\n[revocation]\nredis_url = \"{url}\"\n"),
+        )
+        .await;
+        let r = reqwest::get(h.admin_url("/readyz")).await.unwrap();
+        assert_eq!(r.status(), status, "check_revocations = {check}");
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with(says), "{body:?}");
+        // Serving goes on either way (the load balancer decides).
+        let lib = h.lib().to_string();
+        let s = h.session("vera", &["viewer"]);
+        assert_eq!(
+            h.get(&format!("/api/v1/directory/{lib}/-/?by-marker"), &s)
+                .await
+                .status(),
+            200
+        );
+    }
 }

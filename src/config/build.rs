@@ -37,6 +37,10 @@ pub const KNOWN_ALGORITHMS: &[&str] = &[
 /// arithmetic, and a day is far beyond any use.
 pub const MAX_DURATION_SECS: u64 = 86_400;
 
+/// Upper bound for `revocation.max_entries`: an entry is a few hundred
+/// bytes, so ten million is gigabytes, and a write copies a shard of them.
+pub const MAX_REVOCATION_ENTRIES: usize = 10_000_000;
+
 /// Builds everything or reports every problem found.
 pub fn settings(raw: Config, env: &Environment, out: &mut Problems) -> Option<Settings> {
     let listener = listener(&raw.listener, env, out);
@@ -191,10 +195,18 @@ fn revocation(
         }
         None => None,
     };
+    if !(1..=MAX_REVOCATION_ENTRIES).contains(&r.max_entries) {
+        out.push(
+            None,
+            format!("revocation.max_entries must be 1 to {MAX_REVOCATION_ENTRIES}"),
+        );
+        return None;
+    }
     Some(RevocationSettings {
         redis: url,
         redis_ca_pem: ca_pem,
         replica_id,
+        max_entries: r.max_entries,
     })
 }
 
@@ -257,6 +269,7 @@ fn admin(a: &AdminConfig, env: &Environment, out: &mut Problems) -> Option<Admin
         address: address?,
         check_upstreams: a.check_upstreams,
         check_session_keys: a.check_session_keys,
+        check_revocations: a.check_revocations,
         token_origin: token
             .as_ref()
             .map_or_else(|| SUMMARY_NOT_SET.to_string(), |t| t.origin.clone()),

@@ -60,6 +60,7 @@ pub struct RevocationSettings {
     /// PEM roots for `rediss://` instead of the public ones.
     pub redis_ca_pem: Option<Vec<u8>>,
     pub replica_id: Option<String>,
+    pub max_entries: usize,
 }
 
 /// A Redis URL, which may hold a password (never shown), and where it
@@ -83,6 +84,7 @@ pub struct AdminSettings {
     pub address: SocketAddr,
     pub check_upstreams: bool,
     pub check_session_keys: bool,
+    pub check_revocations: bool,
     /// `/admin/v1/*` is disabled without one.
     pub token: Option<Secret>,
     /// Where the token comes from, for the summary.
@@ -164,7 +166,11 @@ impl Settings {
             listener_address: self.listener.address,
             admin_address: self.admin.address,
             admin_token: self.admin.token.clone(),
-            admin_checks: [self.admin.check_upstreams, self.admin.check_session_keys],
+            admin_checks: [
+                self.admin.check_upstreams,
+                self.admin.check_session_keys,
+                self.admin.check_revocations,
+            ],
             audit: self.audit.clone(),
             log: self.log.clone(),
             revocation: self.revocation.clone(),
@@ -199,7 +205,7 @@ pub struct FixedAtStart {
     listener_address: SocketAddr,
     admin_address: SocketAddr,
     admin_token: Option<Secret>,
-    admin_checks: [bool; 2],
+    admin_checks: [bool; 3],
     audit: AuditSettings,
     log: LogConfig,
     revocation: RevocationSettings,
@@ -218,7 +224,7 @@ impl FixedAtStart {
             ("admin.address", self.admin_address == next.admin_address),
             ("admin.token", self.admin_token == next.admin_token),
             (
-                "admin.check_upstreams, admin.check_session_keys",
+                "admin.check_upstreams, admin.check_session_keys, admin.check_revocations",
                 self.admin_checks == next.admin_checks,
             ),
             ("audit", self.audit == next.audit),

@@ -177,6 +177,14 @@ pub struct AdminConfig {
     /// instead of taking every replica out of the load balancer at once.
     #[serde(default)]
     pub check_session_keys: bool,
+    /// `/readyz` also requires the revocation list to have been loaded from
+    /// Redis once since start (with `[revocation] redis_url`): a replica
+    /// started during a Redis outage then stays out of the load balancer
+    /// rather than serve sessions revoked on other replicas. Off by
+    /// default: during such an outage no replica that restarts would come
+    /// back. A replica that was in sync and lost Redis stays ready either way.
+    #[serde(default)]
+    pub check_revocations: bool,
     /// Bearer token for `/admin/v1/*`: `token = "${VAR}"` or `token_file`.
     /// Without one those routes are disabled.
     pub token: Option<Spanned<String>>,
@@ -189,6 +197,7 @@ impl Default for AdminConfig {
             address: default_admin_listen(),
             check_upstreams: false,
             check_session_keys: false,
+            check_revocations: false,
             token: None,
             token_file: None,
         }
@@ -446,7 +455,7 @@ pub use crate::audit::AuditSink;
 
 /// `[revocation]`: where replicas share revocations. Without a Redis URL
 /// revocation is local to the process.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationConfig {
     /// `redis://host:port[/db]` or `rediss://` (TLS). A password may come
@@ -458,6 +467,27 @@ pub struct RevocationConfig {
     /// Names this replica in the revocations it makes; must differ between
     /// replicas. Default: the host name and 8 random hex digits.
     pub replica_id: Option<Text>,
+    /// Revocations held at most (the list refuses new ones beyond, never
+    /// dropping one); logouts may use 90% of it, the rest is kept for the
+    /// admin route.
+    #[serde(default = "default_max_revocations")]
+    pub max_entries: usize,
+}
+
+fn default_max_revocations() -> usize {
+    crate::revocation::DEFAULT_MAX_REVOCATIONS
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_url_file: None,
+            redis_ca_file: None,
+            replica_id: None,
+            max_entries: default_max_revocations(),
+        }
+    }
 }
 
 impl RevocationConfig {

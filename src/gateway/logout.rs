@@ -88,6 +88,7 @@ impl Gateway {
             .map_err(|e| match e {
                 RevokeError::Invalid(m) => GatewayError::BadRequest(m),
                 RevokeError::Full(m) => GatewayError::RevocationRefused(m),
+                RevokeError::Internal => GatewayError::Internal,
             })?;
         tracing::debug!(revocation = %report.revocation.id, "logout");
         Ok(Response::builder()

@@ -305,7 +305,7 @@ impl Gateway {
                 &session.user_id,
                 session.client_id_verified.then_some(&*session.client_id),
                 (!session.session_id.is_empty()).then_some(&*session.session_id),
-                session.issued_at,
+                active.sessions.revocation_iat(&session),
                 crate::revocation::unix_now(),
             )
         {

@@ -160,6 +160,12 @@ impl RevocationList {
                 answers.push(Err(e));
                 continue;
             }
+            if rev.revoked_at > now.saturating_add(super::MAX_CLOCK_SKEW_SECS) {
+                answers.push(Err(RevocationError::Invalid(
+                    "revoked_at is further in the future than clocks differ",
+                )));
+                continue;
+            }
             if !rev.is_live(now) || w.ids.contains(rev.id.as_str()) {
                 answers.push(Ok(false));
                 continue;

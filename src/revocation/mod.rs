@@ -86,6 +86,17 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// Longest `reason`, in bytes: a sentence for the operator, not a document;
 /// it is kept in memory and in Redis for the whole life of the entry.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest life of a revocation (`expires_at - revoked_at`): the longest
+/// session lifetime the configuration allows (90 days) and twice the
+/// longest leeway (a day), plus a second. An entry from Redis claiming
+/// longer is refused: it would refuse sessions for longer than any could
+/// live, and its TTL could not be written back.
+pub const MAX_LIFETIME_SECS: u64 = 90 * 86_400 + 2 * 86_400 + 1;
+/// How far in the future `revoked_at` may be, by this replica's clock:
+/// replicas' clocks differ by seconds, not minutes. Further would refuse
+/// sessions not issued yet.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
 /// Longest revocation id, in bytes. Ids made here are 32 hex digits; a
 /// little room for ids made by another tool.
 pub const MAX_ID_BYTES: usize = 64;
@@ -236,6 +247,9 @@ impl Revocation {
         if self.expires_at <= self.revoked_at {
             return Err(Invalid("expires_at must be after revoked_at"));
         }
+        if self.expires_at - self.revoked_at > MAX_LIFETIME_SECS {
+            return Err(Invalid("lives longer than any session can (92 days)"));
+        }
         Ok(())
     }
 }
@@ -308,6 +322,24 @@ mod tests {
         let mut r = rev();
         r.expires_at = r.revoked_at;
         assert!(r.validate().is_err());
+        // What a hostile Redis might carry: an entry that never ends.
+        let mut r = rev();
+        r.expires_at = u64::MAX;
+        assert!(r.validate().is_err());
+        r.expires_at = r.revoked_at + MAX_LIFETIME_SECS;
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_list_refuses_revocations_from_the_future() {
+        let list = RevocationList::new();
+        let now = unix_now();
+        let mut r = rev();
+        r.revoked_at = now + MAX_CLOCK_SKEW_SECS + 1;
+        r.expires_at = r.revoked_at + 3600;
+        assert!(list.insert(r.clone(), now).is_err());
+        r.revoked_at = now + MAX_CLOCK_SKEW_SECS;
+        assert_eq!(list.insert(r, now), Ok(true));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Introspection: opaque sessions checked by the business backend.
 //!
 //! `GET <url>` with `Authorization: Bearer <credential>`; 200 with
-//! `{user_id, client_id?, session_id?, roles?, claims?, expires_in?}` is a
+//! `{user_id, iat, client_id?, session_id?, roles?, claims?, expires_in?}` is a
 //! session, 401/403 is "no such session", anything else (5xx, timeout,
 //! connection refused, garbage) is an outage and becomes 503 — never 401,
 //! so a backend blip does not log users out. Negative answers are
@@ -38,6 +38,10 @@ pub struct Identity {
     /// Seconds the session stays valid; caps the cache TTL.
     #[serde(default)]
     pub expires_in: Option<u64>,
+    /// Unix time the session was issued (also read from `claims.iat`);
+    /// required, so its lifetime is bounded and revocations can end.
+    #[serde(default)]
+    pub iat: Option<u64>,
 }
 
 /// What `[session.introspection]` says, parsed.

@@ -209,7 +209,7 @@ impl JwtValidator {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-            if iat > now + self.leeway {
+            if iat > now + super::issued_ahead_secs(self.leeway) {
                 return Err(invalid("issued in the future"));
             }
         }

@@ -87,6 +87,9 @@ pub struct Session {
     /// templates such as `{claims.space_id}`.
     pub claims: Arc<Map<String, Value>>,
     pub issued_at: Option<u64>,
+    /// When the session ends (`exp`, or the introspection answer's
+    /// `expires_in` from when it was checked), if it says.
+    pub expires_at: Option<u64>,
 }
 
 /// Whether the session came from the cache or needed validation.
@@ -307,9 +310,10 @@ impl SessionValidator {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                self.check_lifetime(
+                self.bounded_lifetime(
                     verified.claims.get("iat").and_then(Value::as_u64),
-                    verified.expires_at,
+                    Some(verified.expires_at),
+                    now,
                 )?;
                 // `exp` is the client's number (signed, but any size): the
                 // cache keeps the session at most MAX_SESSION_CACHE, after
@@ -317,21 +321,33 @@ impl SessionValidator {
                 let valid_for = Duration::from_secs(verified.expires_at.saturating_sub(now))
                     .saturating_add(self.leeway)
                     .min(MAX_SESSION_CACHE);
-                (self.session_from_claims(verified.claims)?, valid_for)
+                let mut session = self.session_from_claims(verified.claims)?;
+                session.expires_at = Some(verified.expires_at);
+                (session, valid_for)
             }
             Validator::Introspection(i) => {
                 let id = i.check(credential, key).await?;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let expires_at = id.expires_in.map(|s| now.saturating_add(s));
+                let iat = id
+                    .iat
+                    .or_else(|| id.claims.get("iat").and_then(Value::as_u64));
+                let iat = self.bounded_lifetime(iat, expires_at, now)?;
+                // Never cached past the longest lifetime: the backend is
+                // asked again, and a revocation outlives what it refuses.
+                let left = (iat + self.max_lifetime.as_secs()).saturating_sub(now);
                 let ttl = id
                     .expires_in
-                    .map_or(i.ttl, |s| i.ttl.min(Duration::from_secs(s)));
+                    .map_or(i.ttl, |s| i.ttl.min(Duration::from_secs(s)))
+                    .min(Duration::from_secs(left));
                 let roles = match id.roles {
                     Some(r) if !r.is_empty() => self.intern_roles(r),
                     _ => self.roles_or_default(roles_from(&id.claims, &self.roles_claim)),
                 };
                 let client_id = checked_id(id.client_id, "client_id", MAX_CLIENT_ID_BYTES)?;
-                // The backend decides liveness on every recheck; `iat` in
-                // its claims, when given, lets a revocation end exactly.
-                let issued_at = id.claims.get("iat").and_then(Value::as_u64);
                 let session = Session {
                     user_id: checked_user(id.user_id)?.into(),
                     client_id_verified: !client_id.is_empty(),
@@ -340,7 +356,8 @@ impl SessionValidator {
                         .into(),
                     roles,
                     claims: Arc::new(self.keep_claims(id.claims)),
-                    issued_at,
+                    issued_at: Some(iat),
+                    expires_at,
                 };
                 (session, ttl)
             }
@@ -375,6 +392,7 @@ impl SessionValidator {
             session_id: session_id.into(),
             roles: self.roles_or_default(roles),
             issued_at: claims.get("iat").and_then(Value::as_u64),
+            expires_at: None,
             claims: Arc::new(self.keep_claims(claims)),
         })
     }
@@ -441,25 +459,52 @@ impl SessionValidator {
     /// A revocation must outlive every session issued before it, so a
     /// session's lifetime is bounded: it names when it was issued and
     /// `exp - iat` is at most `session.max_lifetime_secs`.
-    fn check_lifetime(&self, issued_at: Option<u64>, expires_at: u64) -> Result<(), GatewayError> {
+    fn bounded_lifetime(
+        &self,
+        issued_at: Option<u64>,
+        expires_at: Option<u64>,
+        now: u64,
+    ) -> Result<u64, GatewayError> {
+        let max = self.max_lifetime.as_secs();
         let Some(iat) = issued_at else {
             return Err(GatewayError::InvalidSession(
-                "session has no iat claim (needed to bound its lifetime)".into(),
+                "session has no iat (issue time; needed to bound its lifetime)".into(),
             ));
         };
-        if expires_at.saturating_sub(iat) > self.max_lifetime.as_secs() {
+        if iat > now + issued_ahead_secs(self.leeway.as_secs()) {
+            return Err(GatewayError::InvalidSession("issued in the future".into()));
+        }
+        if expires_at.is_some_and(|exp| exp.saturating_sub(iat) > max) {
             return Err(GatewayError::InvalidSession(format!(
-                "session lifetime (exp - iat) is longer than session.max_lifetime_secs ({})",
-                self.max_lifetime.as_secs()
+                "session lifetime (exp - iat) is longer than session.max_lifetime_secs ({max})"
             )));
         }
-        Ok(())
+        if now.saturating_sub(iat) > max + self.leeway.as_secs() {
+            return Err(GatewayError::InvalidSession(format!(
+                "session was issued longer ago than session.max_lifetime_secs ({max})"
+            )));
+        }
+        Ok(iat)
     }
 
-    /// Longest session lifetime accepted, plus the leeway: how long a
-    /// revocation made now must live.
+    /// How long a revocation made now must live: a session it refuses is
+    /// stamped at most [`MAX_ISSUED_AHEAD_SECS`] after it (see
+    /// [`Self::revocation_iat`]) and accepted at most the longest lifetime
+    /// plus the leeway after its stamp; one second more because validity
+    /// ends inclusive.
     pub fn revocation_lifetime(&self) -> Duration {
-        self.max_lifetime + self.leeway
+        let ahead = issued_ahead_secs(self.leeway.as_secs());
+        self.max_lifetime + self.leeway + Duration::from_secs(ahead + 1)
+    }
+
+    /// The issue time a revocation compares: `iat` less how far ahead an
+    /// `iat` may be. A session stamped a few seconds after a revocation
+    /// may have been issued before it by a fast clock, so it is refused
+    /// too; the price is that a new login within those seconds after a
+    /// revocation is refused as well (SDKs ask again).
+    pub fn revocation_iat(&self, session: &Session) -> Option<u64> {
+        let ahead = issued_ahead_secs(self.leeway.as_secs());
+        session.issued_at.map(|iat| iat.saturating_sub(ahead))
     }
 
     /// The answer to a session that was revoked, shaped like any invalid
@@ -498,6 +543,19 @@ impl SessionValidator {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+}
+
+/// How far ahead of this gateway's clock a session's `iat` may be: the
+/// issuer's clock may run a little fast (NTP keeps clocks well within a
+/// second; this allows a sloppy one). It is also how long after a
+/// revocation a new session of its scope is still refused: one stamped
+/// that far ahead may have been issued before the revocation. At most the
+/// configured leeway.
+pub const MAX_ISSUED_AHEAD_SECS: u64 = 5;
+
+/// [`MAX_ISSUED_AHEAD_SECS`], or the leeway when that is smaller.
+pub fn issued_ahead_secs(leeway: u64) -> u64 {
+    MAX_ISSUED_AHEAD_SECS.min(leeway)
 }
 
 /// Longest device id taken from the client header: device ids are short

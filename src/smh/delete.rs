@@ -55,18 +55,18 @@ pub async fn delete_user_tokens(target: &MintTarget, scope: &DeleteScope<'_>) ->
     let mut last = String::new();
     for attempt in 1..=DELETE_ATTEMPTS {
         match tokio::time::timeout(DELETE_TIMEOUT, call(target, scope)).await {
-            Ok(Ok(status)) if status.is_success() => {
+            Ok(Ok((status, _))) if status.is_success() => {
                 return DeleteOutcome::Confirmed { attempts: attempt }
             }
-            Ok(Ok(status))
+            Ok(Ok((status, code)))
                 if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
             {
                 return DeleteOutcome::Refused {
                     status: status.as_u16(),
-                    reason: format!("SMH answered {status}"),
+                    reason: answered(status, code.as_deref()),
                 };
             }
-            Ok(Ok(status)) => last = format!("SMH answered {status}"),
+            Ok(Ok((status, code))) => last = answered(status, code.as_deref()),
             Ok(Err(e)) => last = e,
             Err(_) => last = "timed out".into(),
         }
@@ -81,8 +81,20 @@ pub async fn delete_user_tokens(target: &MintTarget, scope: &DeleteScope<'_>) ->
     }
 }
 
-/// One call; the URL holds the secret and is never logged.
-async fn call(target: &MintTarget, scope: &DeleteScope<'_>) -> Result<StatusCode, String> {
+/// "SMH answered 403 Forbidden (InvalidLibrarySecret)".
+fn answered(status: StatusCode, code: Option<&str>) -> String {
+    match code {
+        Some(c) => format!("SMH answered {status} ({c})"),
+        None => format!("SMH answered {status}"),
+    }
+}
+
+/// One call: the status and SMH's error code, if it sent one. The URL
+/// holds the secret and is never logged.
+async fn call(
+    target: &MintTarget,
+    scope: &DeleteScope<'_>,
+) -> Result<(StatusCode, Option<String>), String> {
     // Ids are printable ASCII without `,` (checked when sessions are
     // read), so SMH reads each as one id, not a list.
     let mut q = super::token::form_urlencoded_pairs();
@@ -109,8 +121,15 @@ async fn call(target: &MintTarget, scope: &DeleteScope<'_>) -> Result<StatusCode
     let resp = target.upstream.send(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     // Read (bounded) so the connection goes back to the pool.
-    let _ = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+    let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
         .collect()
-        .await;
-    Ok(status)
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    // Only a short code of SMH's own alphabet is shown, never the body.
+    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("code")?.as_str().map(str::to_owned))
+        .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+    Ok((status, code))
 }
