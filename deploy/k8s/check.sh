@@ -29,7 +29,8 @@ python3 deploy/k8s/check_manifests.py . "$tmp/dev.yaml" "$tmp/prod.yaml"
 
 # The ConfigMap's file, as the gateway loads it.
 root=$tmp/root
-mkdir -p "$root/run/secrets/smh-gateway/app" "$root/run/secrets/smh-gateway/tls"
+mkdir -p "$root/run/secrets/smh-gateway/app" "$root/run/secrets/smh-gateway/tls" "$root/run/secrets/smh-gateway/redis"
+echo "redis://127.0.0.1:6379/0" >"$root/run/secrets/smh-gateway/redis/url"
 for k in library-secret session-secret admin-token; do
   echo "check-$k-value" >"$root/run/secrets/smh-gateway/app/$k"
 done
@@ -37,7 +38,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=smh-gateway.example.com -keyout "$root/run/secrets/smh-gateway/tls/tls.key" \
   -out "$root/run/secrets/smh-gateway/tls/tls.crt" >/dev/null 2>&1
 sed "s#\"/run/secrets/#\"$root/run/secrets/#" deploy/k8s/base/gateway.toml >"$tmp/gateway.toml"
-SMH_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/0 POD_NAME=smh-gateway-check \
+POD_NAME=smh-gateway-check \
   "$bin" check-config --config "$tmp/gateway.toml" >"$tmp/summary.txt" ||
   { cat "$tmp/summary.txt" >&2; echo "deploy/k8s: base/gateway.toml is refused by check-config" >&2; exit 1; }
 echo "k8s: base, dev and prod render and validate (Kubernetes 1.30 and 1.37); gateway.toml loads"

@@ -166,7 +166,7 @@ def check(repo, path):
             fail(overlay, "the admin port must be admitted only from named sources (monitoring)")
 
     # Probes.
-    for probe, want in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", "/healthz")):
+    for probe, want in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", "/readyz")):
         p = gw.get(probe)
         if not p:
             fail(overlay, f"no {probe}")
