@@ -460,7 +460,7 @@ async fn descriptor_exhaustion_is_survived_and_serving_resumes_after_the_flood()
             if ok(fresh, gw.url(&list), s.clone()).await {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;

@@ -290,7 +290,7 @@ async fn audit_has_one_record_per_request_and_no_secret_leaks_anywhere() {
         if records.len() >= ids.len() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(records.len(), ids.len(), "one record per request");
     // A record is written when the gateway sees its response end, and the

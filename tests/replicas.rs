@@ -223,6 +223,28 @@ async fn issued_after(at: u64) -> u64 {
     at + smh_gateway::session::MAX_ISSUED_AHEAD_SECS + 1
 }
 
+/// Waits until the revocation counters say one revocation was made on
+/// `made_on` and received by `received_by`.
+async fn applied_once(made_on: &GatewayProcess, received_by: &GatewayProcess) {
+    let soon = Instant::now() + EVENTUALLY;
+    wait_metric(
+        made_on,
+        "smh_gateway_revocations_total",
+        &[("source", "local")],
+        1.0,
+        soon,
+    )
+    .await;
+    wait_metric(
+        received_by,
+        "smh_gateway_revocations_total",
+        &[("source", "replica")],
+        1.0,
+        soon,
+    )
+    .await;
+}
+
 fn revoked_at(answer: &Value) -> u64 {
     let at = &answer["revocation"]["revoked_at"];
     at.as_u64()
@@ -484,23 +506,7 @@ async fn a_revocation_on_one_replica_reaches_every_replica() {
     assert_eq!(on_a["smh"][&lib]["status"], "confirmed", "{on_a}");
 
     // Applied once on each: made on A, received on B.
-    let soon = Instant::now() + EVENTUALLY;
-    wait_metric(
-        &a,
-        "smh_gateway_revocations_total",
-        &[("source", "local")],
-        1.0,
-        soon,
-    )
-    .await;
-    wait_metric(
-        &b,
-        "smh_gateway_revocations_total",
-        &[("source", "replica")],
-        1.0,
-        soon,
-    )
-    .await;
+    applied_once(&a, &b).await;
     assert_eq!(
         revocations_total(&a, "replica").await,
         0.0,
@@ -925,23 +931,7 @@ async fn logout_revokes_the_callers_device() {
         )
         .await;
     }
-    let soon = Instant::now() + EVENTUALLY;
-    wait_metric(
-        &a,
-        "smh_gateway_revocations_total",
-        &[("source", "local")],
-        1.0,
-        soon,
-    )
-    .await;
-    wait_metric(
-        &b,
-        "smh_gateway_revocations_total",
-        &[("source", "replica")],
-        1.0,
-        soon,
-    )
-    .await;
+    applied_once(&a, &b).await;
     let list_a = revocations(&a).await;
     let entry = list_a["revocations"]
         .as_array()

@@ -171,11 +171,9 @@ impl RevocationList {
                 continue;
             }
             // Already refused in whole by a held entry: nothing to add.
-            let held = self.shards[shard_of(&rev.user_id)].load();
-            if held
-                .by_user
-                .get(rev.user_id.as_str())
-                .is_some_and(|e| e.iter().any(|u| supersedes(u, &rev)))
+            if self
+                .with_user(&rev.user_id, |e| e.iter().any(|u| supersedes(u, &rev)))
+                .unwrap_or(false)
             {
                 answers.push(Ok(false));
                 continue;
@@ -256,17 +254,24 @@ impl RevocationList {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
+        self.with_user(user_id, |entries| {
+            entries
+                .iter()
+                .find(|r| {
+                    r.is_live(now)
+                        && issued_at.is_none_or(|iat| iat <= r.revoked_at)
+                        && r.covers(client_id, session_id)
+                })
+                .cloned()
+        })
+        .flatten()
+    }
+
+    /// `f` over the user's entries, read from its shard without a lock or
+    /// a reference-count write; `None` when the user has none.
+    fn with_user<R>(&self, user_id: &str, f: impl FnOnce(&[Arc<Revocation>]) -> R) -> Option<R> {
         let snapshot = self.shards[shard_of(user_id)].load();
-        snapshot
-            .by_user
-            .get(user_id)?
-            .iter()
-            .find(|r| {
-                r.is_live(now)
-                    && issued_at.is_none_or(|iat| iat <= r.revoked_at)
-                    && r.covers(client_id, session_id)
-            })
-            .cloned()
+        snapshot.by_user.get(user_id).map(|e| f(e))
     }
 
     /// How many entries the user has (live or not yet pruned).
@@ -274,11 +279,7 @@ impl RevocationList {
         if self.count.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        self.shards[shard_of(user_id)]
-            .load()
-            .by_user
-            .get(user_id)
-            .map_or(0, |e| e.len())
+        self.with_user(user_id, <[_]>::len).unwrap_or(0)
     }
 
     /// Whether a session is refused; see [`Self::matching`].
